@@ -1,0 +1,161 @@
+"""
+Pure loss functions for PPO-style updates.
+
+Every function here takes tensors (and plain floats) and returns tensors. None of them
+touches an SB3 class, so the same math serves :class:`sb3_safe.SafePPO` and any other
+PPO variant (``RecurrentPPO``, ``MaskablePPO``) that wants it. Each one is unit-tested
+against values computed by hand in ``tests/test_losses.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch as th
+from torch.nn import functional as F
+
+__all__ = [
+    "VALUE_LOSSES",
+    "ValueLossKind",
+    "approx_kl",
+    "clip_fraction",
+    "clipped_surrogate_loss",
+    "normalize_advantages",
+    "value_error",
+    "value_loss",
+]
+
+ValueLossKind = Literal["mse", "huber", "blend"]
+#: The accepted values of ``value_loss``.
+VALUE_LOSSES: tuple[ValueLossKind, ...] = ("mse", "huber", "blend")
+
+
+def normalize_advantages(advantages: th.Tensor, min_std: float = 0.0, eps: float = 1e-8) -> th.Tensor:
+    """
+    Normalize a minibatch of advantages to zero mean and unit standard deviation.
+
+    With ``min_std=0`` this is exactly SB3's ``(A - mean) / (std + 1e-8)``. When the
+    standard deviation is below ``min_std`` the advantages are only centred: dividing by a
+    near-zero std turns tiny numerical differences into unit-sized "signal", which is how a
+    policy ends up pushed around by pure noise once its returns stop varying.
+
+    :param advantages: Advantages of one minibatch, shape ``(batch,)``
+    :param min_std: Below this standard deviation, subtract the mean only
+    :param eps: Added to the std before dividing, as in SB3
+    :return: The normalized advantages
+    """
+    std = advantages.std()
+    centred = advantages - advantages.mean()
+    scaled = centred / (std + eps)
+    if min_std <= 0.0:
+        return scaled
+    return th.where(std < min_std, centred, scaled)
+
+
+def clipped_surrogate_loss(advantages: th.Tensor, ratio: th.Tensor, clip_range: float) -> th.Tensor:
+    """
+    PPO's clipped surrogate objective, negated to be minimized.
+
+    ``-mean(min(A * r, A * clip(r, 1 - eps, 1 + eps)))``, see https://arxiv.org/abs/1707.06347 (eq. 7).
+
+    :param advantages: Advantages, shape ``(batch,)``
+    :param ratio: Probability ratio ``pi(a|s) / pi_old(a|s)``, shape ``(batch,)``
+    :param clip_range: The clipping parameter ``eps``
+    :return: Scalar loss
+    """
+    policy_loss_1 = advantages * ratio
+    policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
+    return -th.min(policy_loss_1, policy_loss_2).mean()
+
+
+def clip_fraction(ratio: th.Tensor, clip_range: float) -> th.Tensor:
+    """
+    Fraction of samples whose ratio lies outside ``[1 - clip_range, 1 + clip_range]``.
+
+    :param ratio: Probability ratio, shape ``(batch,)``
+    :param clip_range: The clipping parameter
+    :return: Scalar in ``[0, 1]``
+    """
+    return th.mean((th.abs(ratio - 1) > clip_range).float())
+
+
+def approx_kl(log_ratio: th.Tensor) -> th.Tensor:
+    """
+    Unbiased, low-variance estimator of ``KL(pi_old || pi)``: ``mean((r - 1) - log r)``.
+
+    See http://joschu.net/blog/kl-approx.html (the "k3" estimator) and SB3 issue #417.
+
+    :param log_ratio: ``log pi(a|s) - log pi_old(a|s)``, shape ``(batch,)``
+    :return: Scalar, non-negative up to rounding
+    """
+    return th.mean((th.exp(log_ratio) - 1) - log_ratio)
+
+
+def value_error(values: th.Tensor, old_values: th.Tensor, returns: th.Tensor, clip_range_vf: float | None) -> th.Tensor:
+    """
+    The error the critic is penalized for: ``v - R``, or in the clipped max form, whichever of
+    ``v - R`` and ``v_clipped - R`` is larger in magnitude.
+
+    Every value loss here grows with ``|error|``, so ``max(loss(v - R), loss(v_clipped - R))``
+    equals the loss of the larger error; choosing that error once lets MSE, Huber and their
+    blend share one clipping computation (and one backward pass through it).
+
+    :param values: Current value predictions, shape ``(batch,)``
+    :param old_values: Value predictions made during the rollout, shape ``(batch,)``
+    :param returns: Regression targets, shape ``(batch,)``
+    :param clip_range_vf: Value clipping size, or ``None`` for no clipping
+    :return: Elementwise error, shape ``(batch,)``
+    """
+    error = values - returns
+    if clip_range_vf is None:
+        return error
+    # old + clamp(v - old, -c, c), written as one clamp between bounds that need no gradient
+    clipped_error = th.clamp(values, old_values - clip_range_vf, old_values + clip_range_vf) - returns
+    with th.no_grad():
+        unclipped_is_worse = error.abs() >= clipped_error.abs()
+    return th.where(unclipped_is_worse, error, clipped_error)
+
+
+def value_loss(
+    values: th.Tensor,
+    old_values: th.Tensor,
+    returns: th.Tensor,
+    kind: ValueLossKind = "mse",
+    clip_range_vf: float | None = None,
+    huber_delta: float = 1.0,
+) -> th.Tensor:
+    """
+    The critic's loss against its regression targets.
+
+    - ``"mse"``: ``mean((v - R)^2)``.
+    - ``"huber"``: ``mean(huber_delta(v - R))`` with PyTorch's convention
+      ``0.5 * x^2`` for ``|x| <= delta`` and ``delta * (|x| - 0.5 * delta)`` beyond, so a
+      large error pulls with a bounded gradient instead of one proportional to it.
+    - ``"blend"``: ``0.5 * mse + 0.5 * huber``, each with the same clipping.
+
+    With ``clip_range_vf`` set, each term is clipped in the max form
+    ``max(loss(v - R), loss(v_old + clip(v - v_old, -c, c) - R))`` (Schulman et al.'s
+    baselines, CleanRL, MAPPO): clipping can slow the critic down but never lets it move the
+    wrong way for free. SB3's PPO uses only the clipped prediction, ``loss(v_clipped - R)``;
+    the max form never has a smaller loss. See :func:`value_error`.
+
+    :param values: Current value predictions, shape ``(batch,)``
+    :param old_values: Value predictions made during the rollout, shape ``(batch,)``
+    :param returns: Regression targets (TD(lambda) returns), shape ``(batch,)``
+    :param kind: One of :data:`VALUE_LOSSES`
+    :param clip_range_vf: Value clipping size, or ``None`` for no clipping
+    :param huber_delta: Where the Huber loss turns from quadratic to linear
+    :return: Scalar loss
+    """
+    if kind not in VALUE_LOSSES:
+        raise ValueError(f"`value_loss` must be one of {VALUE_LOSSES}, got {kind!r}")
+    if kind == "mse" and clip_range_vf is None:
+        # Exactly SB3's ``F.mse_loss(returns, values_pred)``, bit for bit.
+        return F.mse_loss(returns, values)
+    error = value_error(values, old_values, returns, clip_range_vf)
+    if kind == "mse":
+        return (error**2).mean()
+    huber = F.huber_loss(error, th.zeros_like(error), delta=huber_delta)
+    if kind == "huber":
+        return huber
+    return 0.5 * (error**2).mean() + 0.5 * huber
