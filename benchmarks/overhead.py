@@ -65,7 +65,9 @@ def main(argv: list[str] | None = None) -> None:
             results[name].append(steps_per_second(cls, kwargs, args.steps))
         print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(f"{n} {results[n][-1]:.0f}" for n in names), flush=True)
     base = statistics.median(results["PPO"])
-    print(f"\nPendulum-v1, 4 envs, n_steps 512, batch 64, 10 epochs, 1 torch thread, {args.rounds} rounds x {args.steps} steps")
+    print(
+        f"\nPendulum-v1, 4 envs, n_steps 512, batch 64, 10 epochs, 1 torch thread, {args.rounds} rounds x {args.steps} steps"
+    )
     print(f"{'config':<22} {'median steps/s':>15} {'ratio to PPO':>13}")
     for name in names:
         median = statistics.median(results[name])

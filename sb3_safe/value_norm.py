@@ -48,7 +48,7 @@ class ValueNormalizer(nn.Module):
         # derived state, so not persistent; refreshed after every update and every load.
         self.register_buffer("_shift", th.zeros(()), persistent=False)
         self.register_buffer("_scale", th.ones(()), persistent=False)
-        self.register_load_state_dict_post_hook(lambda module, _: module._refresh())
+        self.register_load_state_dict_post_hook(lambda module, _: module._refresh())  # type: ignore[no-untyped-call]
         self._refresh()
         # Not a buffer: whether the hook de-normalizes. Only ``raw_output`` changes it.
         self.denormalize_output = True

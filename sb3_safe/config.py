@@ -1,0 +1,602 @@
+"""
+Profiles: per-environment YAML blocks (rl-baselines3-zoo's format), validated into a :class:`TrainConfig`.
+
+A profile is a YAML file with one block per environment id and an optional ``default:``
+block; the environment's block is merged over ``default`` (mappings such as
+``policy_kwargs`` key by key). ``safe`` and ``baseline`` name the files in ``hyperparams/``;
+any path to a file in the same format works too, rl-baselines3-zoo's ``ppo.yml`` included.
+
+Files are read with ``yaml.safe_load`` and nothing in them is evaluated. Every key is
+checked against :data:`SCHEMA`: an unknown key, a wrong type or an out-of-range value
+raises a one-line :class:`~sb3_safe.errors.ConfigError` naming the key, the value, what is
+allowed and a fix.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import os
+import warnings
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+from stable_baselines3 import PPO
+from stable_baselines3.common.utils import LinearSchedule
+from torch import nn, optim
+
+from sb3_safe.errors import ConfigError, did_you_mean
+from sb3_safe.ppo import KL_STOPS, SafePPO
+from sb3_safe.zoo import parse_literal_string, parse_policy_kwargs_string
+
+__all__ = ["PROFILE_DIRS", "SCHEMA", "Spec", "TrainConfig", "find_profile", "load_config", "parse_overrides"]
+
+#: Where profile names (``safe``, ``baseline``) are looked up: ``$SB3_SAFE_HYPERPARAMS``, then the
+#: ``hyperparams/`` folder of the source tree this package runs from.
+PROFILE_DIRS: list[Path] = [
+    *([Path(os.environ["SB3_SAFE_HYPERPARAMS"])] if os.environ.get("SB3_SAFE_HYPERPARAMS") else []),
+    Path(__file__).resolve().parent.parent / "hyperparams",
+]
+
+ALGOS: dict[str, type[PPO]] = {"safe_ppo": SafePPO, "ppo": PPO}
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "elu": nn.ELU,
+    "leaky_relu": nn.LeakyReLU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "selu": nn.SELU,
+}
+OPTIMIZERS: dict[str, type[optim.Optimizer]] = {"adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop}
+VEC_NORMALIZE_KEYS = {
+    "norm_obs": "bool",
+    "norm_reward": "bool",
+    "clip_obs": "float",
+    "clip_reward": "float",
+    "epsilon": "float",
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What one profile key accepts."""
+
+    kind: str  # float | int | bool | schedule | choice | mapping | policy_kwargs | normalize | wrappers
+    doc: str
+    low: float | None = None
+    low_open: bool = False
+    high: float | None = None
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    nullable: bool = False
+    #: Only SafePPO has it (``algo: ppo`` rejects it)
+    safe_only: bool = False
+    #: Passed to the algorithm's constructor (otherwise it configures the run)
+    algorithm: bool = True
+
+    def range_text(self) -> str:
+        if self.kind == "choice":
+            return "one of " + ", ".join(self.choices)
+        if self.low is not None and self.high is not None:
+            return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+        if self.low is not None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        return ""
+
+
+def _run(kind: str, doc: str, **kwargs: Any) -> Spec:
+    return Spec(kind, doc, algorithm=False, **kwargs)
+
+
+SCHEMA: dict[str, Spec] = {
+    # -- the run
+    "algo": _run("choice", "safe_ppo (sb3_safe.SafePPO) or ppo (plain SB3 PPO)", choices=tuple(ALGOS)),
+    "n_timesteps": _run("int", "environment steps to train for", low=1),
+    "n_envs": _run("int", "parallel environment copies", low=1),
+    "normalize": _run("normalize", "VecNormalize: true, false, or a mapping of its arguments"),
+    "env_kwargs": _run("mapping", "keyword arguments of gymnasium.make"),
+    "env_wrapper": _run("wrappers", "gymnasium wrappers: dotted class paths, optionally with kwargs"),
+    "frame_stack": _run("int", "VecFrameStack size", low=1, nullable=True),
+    # -- SB3's PPO
+    "policy": Spec("choice", "policy alias", choices=("MlpPolicy", "CnnPolicy", "MultiInputPolicy")),
+    "policy_kwargs": Spec("policy_kwargs", "policy arguments (mapping, or the zoo's dict(...) string)"),
+    "learning_rate": Spec("schedule", "actor learning rate (float or lin_<float>)", low=0, low_open=True),
+    "n_steps": Spec("int", "steps per environment per rollout", low=1),
+    "batch_size": Spec("int", "minibatch size", low=1),
+    "n_epochs": Spec("int", "epochs per update", low=1),
+    "gamma": Spec("float", "discount factor", low=0, low_open=True, high=1),
+    "gae_lambda": Spec("float", "GAE lambda", low=0, high=1),
+    "clip_range": Spec("schedule", "policy clip range (float or lin_<float>)", low=0, low_open=True),
+    "clip_range_vf": Spec("schedule", "value clip range, max form (null: off)", low=0, low_open=True, nullable=True),
+    "normalize_advantage": Spec("bool", "normalize advantages per minibatch"),
+    "ent_coef": Spec("float", "entropy coefficient", low=0),
+    "vf_coef": Spec("float", "value loss coefficient", low=0, low_open=True),
+    "max_grad_norm": Spec("float", "gradient clipping norm (.inf: no clipping)", low=0, low_open=True),
+    "use_sde": Spec("bool", "generalized state-dependent exploration"),
+    "sde_sample_freq": Spec("int", "gSDE noise resampling period (-1: once per rollout)", low=-1),
+    "target_kl": Spec("float", "KL target for early stopping (null: off)", low=0, low_open=True, nullable=True),
+    "stats_window_size": Spec("int", "episodes averaged in rollout/ep_rew_mean", low=1),
+    # -- SafePPO
+    "value_loss": Spec("choice", "critic loss", choices=("mse", "huber", "blend"), safe_only=True),
+    "huber_delta": Spec("float", "Huber delta", low=0, low_open=True, safe_only=True),
+    "critic_learning_rate": Spec(
+        "schedule", "critic learning rate (null: learning_rate)", low=0, low_open=True, nullable=True, safe_only=True
+    ),
+    "kl_stop": Spec("choice", "KL early-stopping rule", choices=KL_STOPS, safe_only=True),
+    "adv_norm_min_std": Spec("float", "only centre advantages below this std", low=0, safe_only=True),
+    "normalize_value": Spec("bool", "running normalization of value targets", safe_only=True),
+}
+
+#: Keys of rl-baselines3-zoo files that sb3-safe cannot honour, with what to do instead.
+ZOO_UNSUPPORTED = {
+    "callback": "callbacks are not read from profiles; sb3-safe adds checkpoints, evaluation and health callbacks itself",
+    "vec_env_wrapper": "VecEnv wrappers other than VecNormalize and VecFrameStack are not supported",
+    "eval_env_kwargs": "the evaluation environment uses env_kwargs",
+    "monitor_kwargs": "the Monitor wrapper is added with its defaults",
+}
+
+POLICY_KWARGS: dict[str, str] = {
+    "net_arch": "list of layer sizes, or {pi: [...], vf: [...]}",
+    "activation_fn": "one of " + ", ".join(ACTIVATIONS),
+    "log_std_init": "float",
+    "ortho_init": "bool",
+    "share_features_extractor": "bool",
+    "full_std": "bool",
+    "use_expln": "bool",
+    "squash_output": "bool",
+    "normalize_images": "bool",
+    "optimizer_class": "one of " + ", ".join(OPTIMIZERS),
+    "optimizer_kwargs": "mapping of optimizer arguments, e.g. {eps: 1e-5}",
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """
+    A validated profile block for one environment.
+
+    :param env_id: Gymnasium id, possibly ``module:EnvId-v0``
+    :param profile: The profile as given (name or path)
+    :param source: The file it was read from
+    :param values: Every key of the block, validated and in canonical form (plain YAML data)
+    """
+
+    env_id: str
+    profile: str
+    source: Path
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def algo(self) -> str:
+        return str(self.values.get("algo", "safe_ppo"))
+
+    @property
+    def algorithm_class(self) -> type[PPO]:
+        return ALGOS[self.algo]
+
+    @property
+    def n_timesteps(self) -> int:
+        if "n_timesteps" not in self.values:
+            raise ConfigError(
+                f"{self.where()}: no `n_timesteps`. Add it to the block (e.g. n_timesteps: !!float 1e5) or pass --timesteps"
+            )
+        return int(self.values["n_timesteps"])
+
+    @property
+    def n_envs(self) -> int:
+        return int(self.values.get("n_envs", 1))
+
+    @property
+    def normalize(self) -> dict[str, Any] | None:
+        """:return: VecNormalize keyword arguments, or ``None`` for no VecNormalize"""
+        value = self.values.get("normalize", False)
+        return dict(value) if isinstance(value, Mapping) else None
+
+    @property
+    def env_kwargs(self) -> dict[str, Any]:
+        return dict(self.values.get("env_kwargs", {}))
+
+    @property
+    def env_wrappers(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(path, dict(kwargs)) for path, kwargs in self.values.get("env_wrapper", [])]
+
+    @property
+    def frame_stack(self) -> int | None:
+        value = self.values.get("frame_stack")
+        return None if value is None else int(value)
+
+    def where(self) -> str:
+        return f"{self.source} [{self.env_id}]"
+
+    def algorithm_kwargs(self) -> dict[str, Any]:
+        """:return: Keyword arguments for the algorithm's constructor (schedules and classes built)"""
+        kwargs: dict[str, Any] = {}
+        for key, value in self.values.items():
+            spec = SCHEMA[key]
+            if not spec.algorithm or key == "policy":
+                continue
+            if spec.kind == "schedule":
+                kwargs[key] = _build_schedule(value)
+            elif spec.kind == "policy_kwargs":
+                kwargs[key] = _build_policy_kwargs(value)
+            else:
+                kwargs[key] = value
+        return kwargs
+
+    @property
+    def policy(self) -> str:
+        return str(self.values.get("policy", "MlpPolicy"))
+
+    def effective_values(self) -> dict[str, Any]:
+        """:return: The block with the algorithm's defaults filled in for keys it does not set"""
+        classes: list[type[PPO]] = [self.algorithm_class, PPO]
+        signatures = [inspect.signature(cls).parameters for cls in classes]
+        defaults = {
+            name: param.default
+            for parameters in signatures
+            for name, param in parameters.items()
+            if name in SCHEMA
+            and param.default is not inspect.Parameter.empty
+            and (param.default is not None or SCHEMA[name].nullable)
+        }
+        defaults.setdefault("policy", "MlpPolicy")
+        defaults.update({"algo": self.algo, "n_envs": self.n_envs, "normalize": self.values.get("normalize", False)})
+        return {**defaults, **self.values}
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
+        """:return: A new config with ``overrides`` merged in and validated again"""
+        merged = _merge(dict(self.values), _canonical_block(dict(overrides), self.source, self.env_id))
+        return replace(self, values=_validate(merged, self.source, self.env_id))
+
+
+def find_profile(profile: str) -> Path:
+    """
+    :param profile: A profile name (``safe``) or a path to a YAML file
+    :return: The file
+    """
+    path = Path(profile).expanduser()
+    if path.suffix in (".yml", ".yaml") or os.sep in profile:
+        if path.is_file():
+            return path
+        raise ConfigError(f"profile file {profile!r} does not exist. Pass an existing YAML file or a name such as 'safe'")
+    for folder in PROFILE_DIRS:
+        for suffix in (".yml", ".yaml"):
+            if (folder / f"{profile}{suffix}").is_file():
+                return folder / f"{profile}{suffix}"
+    names = sorted({p.stem for folder in PROFILE_DIRS if folder.is_dir() for p in folder.glob("*.y*ml")})
+    raise ConfigError(
+        f"unknown profile {profile!r}.{did_you_mean(profile, names)} Available: {', '.join(names) or 'none'} "
+        f"(in {', '.join(map(str, PROFILE_DIRS))}); or pass a path to a YAML file"
+    )
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}. Fix the file's syntax") from None
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read profile: {error.strerror}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a profile is a mapping of environment ids to blocks, got {type(data).__name__}")
+    return data
+
+
+def load_config(profile: str, env_id: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
+    """
+    Read a profile and validate the block for ``env_id`` (merged over ``default``).
+
+    :param profile: Profile name or path
+    :param env_id: Environment id; for ``module:EnvId-v0`` the block may be keyed by either form
+    :param overrides: Values that replace the profile's (``--set``, ``--timesteps``), validated alike
+    :return: The validated configuration
+    """
+    source = find_profile(profile)
+    data = _read_yaml(source)
+    short_id = env_id.split(":")[-1]
+    key = env_id if env_id in data else short_id
+    if key not in data and "default" not in data:
+        envs = [k for k in data if isinstance(data[k], dict)]
+        raise ConfigError(
+            f"{source}: no block for {env_id!r} and no `default:` block.{did_you_mean(short_id, envs)} "
+            f"Blocks: {', '.join(envs)}. Add a block for {short_id} or a default"
+        )
+    block: dict[str, Any] = {}
+    for name in ("default", key):
+        part = data.get(name) or {}
+        if not isinstance(part, dict):
+            raise ConfigError(f"{source} [{name}]: a block is a mapping of keys to values, got {part!r}")
+        block = _merge(block, _canonical_block(part, source, name))
+    if overrides:
+        block = _merge(block, _canonical_block(dict(overrides), source, env_id))
+    return TrainConfig(env_id=env_id, profile=profile, source=source, values=_validate(block, source, env_id))
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """
+    Parse ``KEY=VALUE`` strings (``--set``); values are YAML (``3e-4``, ``[64, 64]``, ``null``).
+
+    Dotted keys reach into mappings: ``policy_kwargs.log_std_init=-1``.
+
+    :param items: The strings
+    :return: A nested mapping
+    """
+    result: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set learning_rate=1e-4")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid YAML; quote strings, e.g. --set policy=MlpPolicy"
+            ) from None
+        target = result
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return result
+
+
+def _merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _canonical_block(block: dict[str, Any], source: Path, name: str) -> dict[str, Any]:
+    """Turn the zoo's string forms into mappings before blocks are merged."""
+    out = dict(block)
+    where = f"{source} [{name}]"
+    try:
+        if isinstance(out.get("policy_kwargs"), str):
+            out["policy_kwargs"] = parse_policy_kwargs_string(out["policy_kwargs"])
+        if isinstance(out.get("normalize"), str) and out["normalize"].strip().startswith("{"):
+            out["normalize"] = parse_literal_string(out["normalize"], "normalize")
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    if out.get("normalize") is True:
+        out["normalize"] = {}
+    return out
+
+
+def _validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, Any]:
+    where = f"{source} [{env_id}]"
+    values: dict[str, Any] = {}
+    for key, value in block.items():
+        if key in ZOO_UNSUPPORTED:
+            raise ConfigError(
+                f"{where}: `{key}` (an rl-baselines3-zoo key) is not supported: {ZOO_UNSUPPORTED[key]}. Remove it"
+            )
+        spec = SCHEMA.get(key)
+        if spec is None:
+            raise ConfigError(
+                f"{where}: unknown key `{key}`.{did_you_mean(key, SCHEMA)} "
+                f"Allowed keys: {', '.join(SCHEMA)}. Fix the spelling or remove it"
+            )
+        values[key] = _check(key, spec, value, where)
+    algo = values.get("algo", "safe_ppo")
+    if algo == "ppo":
+        safe_keys = [key for key in values if SCHEMA[key].safe_only]
+        if safe_keys:
+            raise ConfigError(
+                f"{where}: `{safe_keys[0]}` is a SafePPO option but `algo` is ppo. Remove it or set algo: safe_ppo"
+            )
+    _check_consistency(values, where)
+    return values
+
+
+def _check_consistency(values: Mapping[str, Any], where: str) -> None:
+    n_envs = values.get("n_envs", 1)
+    n_steps = values.get("n_steps", 2048)
+    batch_size = values.get("batch_size", 64)
+    rollout = n_steps * n_envs
+    if batch_size > rollout:
+        # A soft problem, as in SB3 (which warns): every minibatch is the whole rollout. rl-zoo's
+        # tuned MountainCarContinuous-v0 entry relies on it (batch 256, 8-step rollout).
+        warnings.warn(
+            f"{where}: `batch_size` = {batch_size} is larger than the rollout n_steps * n_envs = {n_steps} * {n_envs} = "
+            f"{rollout}: each minibatch is the whole rollout (effective batch_size {rollout}). "
+            f"Set batch_size <= {rollout} to say what runs, or raise n_steps",
+            stacklevel=4,
+        )
+    if values.get("normalize_advantage", True) and (batch_size < 2 or rollout < 2):
+        raise ConfigError(
+            f"{where}: `batch_size` = {batch_size} with n_steps * n_envs = {rollout}: advantage normalization needs at least "
+            "2 samples per minibatch (a std of one sample is NaN). Raise batch_size or set normalize_advantage: false"
+        )
+
+
+def _number(key: str, value: Any, where: str, spec: Spec) -> float:
+    if isinstance(value, str) and _is_number(value):
+        value = float(value)  # PyYAML reads 3e-4 (no dot) as a string
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: `{key}` = {value!r} is not a number. Expected {spec.doc}, {spec.range_text()}")
+    return float(value)
+
+
+def _check_range(key: str, number: float, spec: Spec, where: str) -> None:
+    low_ok = spec.low is None or (number > spec.low if spec.low_open else number >= spec.low)
+    high_ok = spec.high is None or (number < spec.high if spec.high_open else number <= spec.high)
+    if math.isnan(number) or not (low_ok and high_ok):
+        raise ConfigError(f"{where}: `{key}` = {number:g} is out of range: must be {spec.range_text()} ({spec.doc})")
+
+
+def _check(key: str, spec: Spec, value: Any, where: str) -> Any:
+    if value is None:
+        if spec.nullable:
+            return None
+        raise ConfigError(f"{where}: `{key}` must not be null. Expected {spec.doc}")
+    if spec.kind == "float":
+        number = _number(key, value, where, spec)
+        _check_range(key, number, spec, where)
+        return number
+    if spec.kind == "int":
+        number = _number(key, value, where, spec)
+        if not number.is_integer():
+            raise ConfigError(f"{where}: `{key}` = {value!r} is not a whole number. Expected {spec.doc}, {spec.range_text()}")
+        _check_range(key, number, spec, where)
+        return int(number)
+    if spec.kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: `{key}` = {value!r} is not true or false ({spec.doc})")
+        return value
+    if spec.kind == "choice":
+        if value not in spec.choices:
+            raise ConfigError(
+                f"{where}: `{key}` = {value!r} is not allowed.{did_you_mean(str(value), spec.choices)} "
+                f"Must be {spec.range_text()}"
+            )
+        return value
+    if spec.kind == "schedule":
+        if isinstance(value, str) and value.startswith("lin_"):
+            number = _number(key, value[4:], where, spec)
+            _check_range(key, number, spec, where)
+            return f"lin_{number:g}"
+        if isinstance(value, str) and not _is_number(value):
+            raise ConfigError(f"{where}: `{key}` = {value!r} is not a number or lin_<number>. Expected {spec.doc}")
+        number = _number(key, value, where, spec)
+        _check_range(key, number, spec, where)
+        return number
+    if spec.kind == "mapping":
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: `{key}` = {value!r} is not a mapping ({spec.doc})")
+        return dict(value)
+    if spec.kind == "normalize":
+        return _check_normalize(value, where)
+    if spec.kind == "wrappers":
+        return _check_wrappers(value, where)
+    return _check_policy_kwargs(value, where)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_normalize(value: Any, where: str) -> dict[str, Any] | bool:
+    if value is False:
+        return False
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: `normalize` = {value!r}: use true, false or a mapping of {', '.join(VEC_NORMALIZE_KEYS)}")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        kind = VEC_NORMALIZE_KEYS.get(key)
+        if kind is None:
+            raise ConfigError(
+                f"{where}: unknown VecNormalize key `normalize.{key}`.{did_you_mean(key, VEC_NORMALIZE_KEYS)} "
+                f"Allowed: {', '.join(VEC_NORMALIZE_KEYS)}"
+            )
+        out[key] = _check(f"normalize.{key}", Spec(kind, f"VecNormalize {key}", low=0, low_open=True), item, where)
+    return out
+
+
+def _check_wrappers(value: Any, where: str) -> list[list[Any]]:
+    items = value if isinstance(value, list) else [value]
+    wrappers: list[list[Any]] = []
+    for item in items:
+        if isinstance(item, str):
+            wrappers.append([item, {}])
+        elif isinstance(item, Mapping) and len(item) == 1:
+            ((path, kwargs),) = item.items()
+            if kwargs is not None and not isinstance(kwargs, Mapping):
+                raise ConfigError(f"{where}: `env_wrapper` {path}: its arguments must be a mapping, got {kwargs!r}")
+            wrappers.append([str(path), dict(kwargs or {})])
+        else:
+            raise ConfigError(
+                f"{where}: `env_wrapper` entry {item!r}: use a dotted class path, or a one-key mapping "
+                "{'package.module.Wrapper': {arg: value}}"
+            )
+    return wrappers
+
+
+def _check_policy_kwargs(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{where}: `policy_kwargs` = {value!r} is not a mapping. Write e.g. policy_kwargs: {{net_arch: [64, 64]}}"
+        )
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        expected = POLICY_KWARGS.get(key)
+        if expected is None:
+            raise ConfigError(
+                f"{where}: unknown key `policy_kwargs.{key}`.{did_you_mean(key, POLICY_KWARGS)} "
+                f"Allowed: {', '.join(POLICY_KWARGS)}"
+            )
+        bad = ConfigError(f"{where}: `policy_kwargs.{key}` = {item!r}: expected {expected}")
+        if key == "net_arch":
+            out[key] = _check_net_arch(item, bad)
+        elif key in ("activation_fn", "optimizer_class"):
+            table: Mapping[str, type] = ACTIVATIONS if key == "activation_fn" else OPTIMIZERS
+            name = _class_name(item, table)
+            if name is None:
+                raise ConfigError(f"{bad}.{did_you_mean(str(item).lower(), table)}")
+            out[key] = name
+        elif key == "log_std_init":
+            out[key] = _number(f"policy_kwargs.{key}", item, where, Spec("float", expected))
+        elif key == "optimizer_kwargs":
+            if not isinstance(item, Mapping):
+                raise bad
+            out[key] = {str(k): float(v) if _is_number(str(v)) and isinstance(v, str) else v for k, v in item.items()}
+        else:
+            if not isinstance(item, bool):
+                raise bad
+            out[key] = item
+    return out
+
+
+def _check_net_arch(item: Any, bad: ConfigError) -> Any:
+    # The zoo's older form [dict(pi=[...], vf=[...])] is SB3 < 1.8's; SB3 2.x takes the dict itself.
+    if isinstance(item, list) and len(item) == 1 and isinstance(item[0], Mapping):
+        item = item[0]
+    if isinstance(item, Mapping):
+        if set(item) != {"pi", "vf"}:
+            raise bad
+        return {k: _check_layers(item[k], bad) for k in ("pi", "vf")}
+    return _check_layers(item, bad)
+
+
+def _check_layers(item: Any, bad: ConfigError) -> list[int]:
+    if not isinstance(item, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in item):
+        raise bad
+    return list(item)
+
+
+def _class_name(item: Any, table: Mapping[str, type]) -> str | None:
+    if not isinstance(item, str):
+        return None
+    name = item.rsplit(".", 1)[-1]
+    by_class = {cls.__name__.lower(): key for key, cls in table.items()}
+    return name.lower() if name.lower() in table else by_class.get(name.lower())
+
+
+def _build_schedule(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("lin_"):
+        # rl-zoo's linear_schedule: progress_remaining * initial value, from 1 down to 0
+        return LinearSchedule(float(value[4:]), 0.0, 1.0)
+    return value
+
+
+def _build_policy_kwargs(value: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs = dict(value)
+    if "activation_fn" in kwargs:
+        kwargs["activation_fn"] = ACTIVATIONS[kwargs["activation_fn"]]
+    if "optimizer_class" in kwargs:
+        kwargs["optimizer_class"] = OPTIMIZERS[kwargs["optimizer_class"]]
+    return kwargs

@@ -1,0 +1,167 @@
+"""Building the training and evaluation VecEnvs from a :class:`~sb3_safe.config.TrainConfig`."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecNormalize
+
+from sb3_safe.config import TrainConfig
+from sb3_safe.errors import ConfigError, did_you_mean
+
+__all__ = ["VEC_ENVS", "check_env_id", "load_vec_normalize", "make_env", "make_eval_env", "wrap_normalize"]
+
+VEC_ENVS: dict[str, type[DummyVecEnv] | type[SubprocVecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+
+
+def check_env_id(env_id: str) -> None:
+    """
+    Fail early, with a suggestion, on an environment id Gymnasium does not know.
+
+    ``package.module:EnvId-v0`` imports ``package.module`` first (Gymnasium's syntax), so a
+    package can register its environments on import.
+
+    :param env_id: The id
+    """
+    module, sep, name = env_id.rpartition(":")
+    if sep:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise ConfigError(
+                f"environment {env_id!r}: cannot import module {module!r} ({error}). Install it or fix the module path"
+            ) from None
+    if name not in gym.registry:
+        raise ConfigError(
+            f"unknown environment id {name!r}.{did_you_mean(name, gym.registry)} "
+            "Use a registered Gymnasium id (python -c 'import gymnasium; gymnasium.pprint_registry()'), "
+            "or module:EnvId-v0 for a package that registers it"
+        )
+
+
+def _import_class(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        raise ConfigError(
+            f"`env_wrapper`: cannot import {path!r}. Use a full dotted path to a gymnasium.Wrapper class"
+        ) from None
+
+
+def _wrapper(config: TrainConfig) -> Callable[[gym.Env], gym.Env] | None:
+    wrappers = [(_import_class(path), kwargs) for path, kwargs in config.env_wrappers]
+    if not wrappers:
+        return None
+
+    def wrap(env: gym.Env) -> gym.Env:
+        for cls, kwargs in wrappers:
+            env = cls(env, **kwargs)
+        return env
+
+    return wrap
+
+
+def make_env(
+    config: TrainConfig,
+    seed: int,
+    *,
+    n_envs: int | None = None,
+    vec_env: str = "dummy",
+    wrapper: Callable[[gym.Env], gym.Env] | None = None,
+) -> VecEnv:
+    """
+    The training VecEnv: ``n_envs`` Monitor-wrapped copies, the profile's wrappers, frame stacking.
+
+    VecNormalize is added separately (:func:`wrap_normalize`), because a
+    resumed run loads its statistics instead of starting new ones.
+
+    :param config: The validated profile block
+    :param seed: Seed of the first copy; copy ``i`` gets ``seed + i``
+    :param n_envs: Number of copies (default: the profile's)
+    :param vec_env: ``dummy`` (one process) or ``subproc`` (one process per copy)
+    :param wrapper: An extra wrapper applied innermost-last (fault injection)
+    :return: The VecEnv
+    """
+    check_env_id(config.env_id)
+    profile_wrapper = _wrapper(config)
+
+    def wrap(env: gym.Env) -> gym.Env:
+        if profile_wrapper is not None:
+            env = profile_wrapper(env)
+        return env if wrapper is None else wrapper(env)
+
+    try:
+        venv = make_vec_env(
+            config.env_id,
+            n_envs=n_envs or config.n_envs,
+            seed=seed,
+            env_kwargs=config.env_kwargs,
+            wrapper_class=wrap,
+            vec_env_cls=VEC_ENVS[vec_env],
+        )
+    except TypeError as error:
+        raise ConfigError(f"{config.where()}: `env_kwargs` {config.env_kwargs} rejected by {config.env_id}: {error}") from None
+    if config.frame_stack:
+        venv = VecFrameStack(venv, config.frame_stack)
+    return venv
+
+
+def wrap_normalize(venv: VecEnv, config: TrainConfig, stats: Path | None = None) -> VecEnv:
+    """
+    Add VecNormalize as the profile asks, new or with saved statistics.
+
+    :param venv: The VecEnv to wrap
+    :param config: The profile block (``normalize``, ``gamma``)
+    :param stats: A ``vecnormalize.pkl`` to continue from
+    :return: The wrapped VecEnv, or ``venv`` when the profile does not normalize
+    """
+    if stats is not None:
+        return load_vec_normalize(stats, venv)
+    kwargs = config.normalize
+    if kwargs is None:
+        return venv
+    # Reward normalization divides by the std of the discounted return: use the agent's gamma.
+    return VecNormalize(venv, gamma=float(config.values.get("gamma", 0.99)), **kwargs)
+
+
+def load_vec_normalize(path: Path, venv: VecEnv) -> VecNormalize:
+    """
+    :param path: A ``vecnormalize.pkl`` written by SB3's ``VecNormalize.save``
+    :param venv: The VecEnv to wrap
+    :return: VecNormalize with the saved statistics
+    """
+    try:
+        return VecNormalize.load(str(path), venv)
+    except FileNotFoundError:
+        raise ConfigError(f"VecNormalize statistics {str(path)!r} do not exist") from None
+    except Exception as error:  # pickle raises many types on a corrupt file
+        raise ConfigError(f"VecNormalize statistics {str(path)!r} cannot be read (corrupt or truncated?): {error}") from None
+
+
+def make_eval_env(config: TrainConfig, seed: int, *, normalized: bool) -> VecEnv:
+    """
+    One environment for evaluation: true rewards, observation statistics frozen.
+
+    :param config: The profile block
+    :param seed: Seed (keep it apart from the training seeds)
+    :param normalized: Whether the agent trains on VecNormalize'd observations; the statistics
+        are synced from the training env by ``EvalCallback`` or loaded by the caller
+    :return: The VecEnv
+    """
+    venv = make_env(config, seed, n_envs=1)
+    if normalized:
+        kwargs = config.normalize or {}
+        venv = VecNormalize(
+            venv,
+            norm_obs=kwargs.get("norm_obs", True),
+            norm_reward=False,
+            clip_obs=kwargs.get("clip_obs", 10.0),
+            training=False,
+        )
+    return venv

@@ -1,0 +1,314 @@
+"""
+``train`` and ``evaluate``: the Python API behind ``sb3-safe train`` and ``sb3-safe eval``.
+
+The command line only parses arguments and calls these; tests call them directly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import stable_baselines3
+import torch as th
+import yaml
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.logger import Logger, make_output_format
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
+
+import sb3_safe
+from sb3_safe.config import TrainConfig, load_config
+from sb3_safe.envs import load_vec_normalize, make_env, make_eval_env, wrap_normalize
+from sb3_safe.errors import ConfigError
+from sb3_safe.runs import AtomicCheckpointCallback, load_model, new_run_dir, save_with_stats, stats_path_for, write_run_files
+
+__all__ = ["EvalResult", "TrainResult", "evaluate", "show_progress_bar", "train"]
+
+# Hyperparameters that shape the network or its state: a checkpoint keeps its own.
+_ARCHITECTURE_KEYS = ("policy_kwargs", "normalize_value", "use_sde")
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished training run left behind."""
+
+    run_dir: Path
+    model: PPO
+    num_timesteps: int
+    eval_mean: float
+    eval_std: float
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    mean: float
+    std: float
+    episodes: int
+    model_path: Path
+
+
+def show_progress_bar() -> bool:
+    """SB3's progress bar in a terminal; plain lines when ``CI`` is set or output is not a terminal."""
+    return sys.stdout.isatty() and not os.environ.get("CI")
+
+
+class ProgressLineCallback(BaseCallback):
+    """
+    One plain line about every tenth of the run: steps, speed, mean episode return, time left.
+
+    For logs (CI, ``nohup``, a file) where a progress bar would be garbage.
+    """
+
+    def __init__(self, total: int, lines: int = 10) -> None:
+        super().__init__()
+        self.total = total
+        self.every = max(total // lines, 1)
+
+    def _on_training_start(self) -> None:
+        self.start_steps = self.num_timesteps
+        self.start_time = time.perf_counter()
+        self.next_mark = self.start_steps + self.every
+
+    def _on_step(self) -> bool:
+        if self.num_timesteps >= self.next_mark:
+            self.next_mark += self.every
+            done = self.num_timesteps - self.start_steps
+            elapsed = max(time.perf_counter() - self.start_time, 1e-9)
+            speed = done / elapsed
+            buffer = self.model.ep_info_buffer
+            ret = f"{np.mean([ep['r'] for ep in buffer]):.1f}" if buffer else "n/a"
+            eta = max(self.total - done, 0) / max(speed, 1e-9)
+            print(
+                f"[{100 * done / self.total:3.0f}%] {self.num_timesteps:,} steps | {speed:,.0f} steps/s | "
+                f"ep_rew_mean {ret} | {eta:.0f}s left",
+                flush=True,
+            )
+        return True
+
+
+class _SaveBest(BaseCallback):
+    """Called by EvalCallback on a new best: save the model with its VecNormalize statistics."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        self.path = path
+
+    def _on_step(self) -> bool:
+        assert isinstance(self.model, PPO)
+        save_with_stats(self.model, self.path)
+        return True
+
+
+def _resume_kwargs(config: TrainConfig) -> dict[str, Any]:
+    kwargs = config.algorithm_kwargs()
+    return {key: value for key, value in kwargs.items() if key not in _ARCHITECTURE_KEYS}
+
+
+def _build_model(config: TrainConfig, venv: VecEnv, seed: int, device: str, checkpoint: Path | None) -> PPO:
+    cls = config.algorithm_class
+    if checkpoint is not None:
+        model = load_model(cls, checkpoint, venv, device, custom_objects=_resume_kwargs(config))
+        for key in ("use_sde", "normalize_value"):
+            if key in config.values and getattr(model, key, config.values[key]) != config.values[key]:
+                raise ConfigError(
+                    f"--checkpoint {str(checkpoint)!r} was trained with {key}={getattr(model, key)}, the profile says "
+                    f"{config.values[key]}; it shapes the network. Resume with --set {key}={getattr(model, key)}"
+                )
+        return model
+    try:
+        return cls(config.policy, venv, seed=seed, device=device, **config.algorithm_kwargs())
+    except (ValueError, AssertionError) as error:
+        raise ConfigError(f"{config.where()}: {error}") from None
+
+
+def train(
+    config: TrainConfig,
+    *,
+    seed: int = 0,
+    runs_root: Path = Path("runs"),
+    run_dir: Path | None = None,
+    vec_env: str = "dummy",
+    device: str = "cpu",
+    checkpoint: Path | None = None,
+    eval_freq: int | None = None,
+    save_freq: int | None = None,
+    n_eval_episodes: int = 5,
+    argv: Sequence[str] = (),
+    progress_bar: bool | None = None,
+    callbacks: Sequence[BaseCallback] = (),
+    env_wrapper: Callable[[gym.Env], gym.Env] | None = None,
+) -> TrainResult:
+    """
+    Train one run into a new run folder.
+
+    :param config: The validated profile block
+    :param seed: Seed of the model and the environments (evaluation uses ``seed + 1000``)
+    :param runs_root: Parent of the run folders
+    :param run_dir: An explicit run folder (must not exist)
+    :param vec_env: ``dummy`` or ``subproc``
+    :param device: Torch device
+    :param checkpoint: A model ``.zip`` to resume from; its VecNormalize statistics are loaded
+        with it and the timestep count goes on from the checkpoint's to ``n_timesteps``
+    :param eval_freq: Evaluate every this many environment steps (default: 20 times a run)
+    :param save_freq: Checkpoint every this many environment steps (default: 10 times a run)
+    :param n_eval_episodes: Episodes per evaluation
+    :param argv: The command line, for ``command.txt``
+    :param progress_bar: SB3's progress bar (default: :func:`show_progress_bar`), else plain lines
+    :param callbacks: More callbacks
+    :param env_wrapper: An extra gymnasium wrapper for the training environments (fault injection)
+    :return: The run
+    """
+    target = config.n_timesteps
+    if checkpoint is not None and not checkpoint.is_file():
+        raise ConfigError(f"checkpoint {str(checkpoint)!r} does not exist. Pass a model .zip from a run's checkpoints/ folder")
+    venv = make_env(config, seed, vec_env=vec_env, wrapper=env_wrapper)
+    stats = None
+    if checkpoint is not None and config.normalize is not None:
+        stats = stats_path_for(checkpoint)
+        if not stats.is_file():
+            raise ConfigError(
+                f"--checkpoint {str(checkpoint)!r} has no VecNormalize statistics beside it ({stats.name}); resuming without "
+                "them loses the reward and observation scale. Use a checkpoint saved by sb3-safe, or set normalize: false"
+            )
+    venv = wrap_normalize(venv, config, stats)
+    model = _build_model(config, venv, seed, device, checkpoint)
+    done_before = model.num_timesteps if checkpoint is not None else 0
+    remaining = target - done_before
+    if remaining <= 0:
+        raise ConfigError(
+            f"--checkpoint {str(checkpoint)!r} is at {done_before} steps, n_timesteps is {target}: nothing to train. "
+            f"Pass --timesteps larger than {done_before}"
+        )
+
+    run_dir = new_run_dir(runs_root, config.env_id, config.profile, seed, run_dir)
+    run_info = {
+        "profile": config.profile,
+        "profile_file": str(config.source.resolve()),
+        "seed": seed,
+        "device": device,
+        "vec_env": vec_env,
+        "resumed_from": None if checkpoint is None else str(checkpoint.resolve()),
+        "resumed_at_timestep": done_before,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {
+            "sb3_safe": sb3_safe.__version__,
+            "stable_baselines3": stable_baselines3.__version__,
+            "torch": str(th.__version__),
+            "gymnasium": gym.__version__,
+        },
+    }
+    block = {**config.effective_values(), "n_timesteps": target}
+    write_run_files(run_dir, {config.env_id: block}, run_info, argv or ["sb3-safe", "train", "--env", config.env_id])
+    model.set_logger(
+        Logger(str(run_dir), [make_output_format("csv", str(run_dir)), make_output_format("tensorboard", str(run_dir / "tb"))])
+    )
+
+    normalized = isinstance(venv, VecNormalize)
+    eval_env = make_eval_env(config, seed + 1000, normalized=normalized)
+    n_envs = venv.num_envs
+    eval_every = eval_freq or max(target // 20, 1)
+    save_every = save_freq or max(target // 10, 1)
+    all_callbacks: list[BaseCallback] = [
+        AtomicCheckpointCallback(max(save_every // n_envs, 1), run_dir / "checkpoints"),
+        EvalCallback(
+            eval_env,
+            callback_on_new_best=_SaveBest(run_dir / "best_model.zip"),
+            n_eval_episodes=n_eval_episodes,
+            eval_freq=max(eval_every // n_envs, 1),
+            log_path=str(run_dir / "eval"),
+            deterministic=True,
+            verbose=0,
+        ),
+        *callbacks,
+    ]
+    bar = show_progress_bar() if progress_bar is None else progress_bar
+    if not bar:
+        all_callbacks.append(ProgressLineCallback(remaining))
+    print(f"Run folder: {run_dir}", flush=True)
+    start = time.perf_counter()
+    model.learn(remaining, callback=all_callbacks, reset_num_timesteps=checkpoint is None, progress_bar=bar)
+    wall = time.perf_counter() - start
+    save_with_stats(model, run_dir / "model.zip")
+
+    if normalized:
+        sync_envs_normalization(venv, eval_env)
+    mean, std = _evaluate(model, eval_env, max(n_eval_episodes, 10), deterministic=True)
+    result = {
+        "num_timesteps": model.num_timesteps,
+        "eval_mean_return": mean,
+        "eval_std_return": std,
+        "eval_episodes": max(n_eval_episodes, 10),
+        "wall_time_s": round(wall, 2),
+        "steps_per_s": round(remaining / wall, 1),
+    }
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
+    venv.close()
+    eval_env.close()
+    return TrainResult(run_dir, model, model.num_timesteps, mean, std)
+
+
+def _evaluate(model: PPO, venv: VecEnv, episodes: int, deterministic: bool) -> tuple[float, float]:
+    mean, std = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=deterministic)
+    assert isinstance(mean, float) and isinstance(std, float)
+    return mean, std
+
+
+def _find_config(path: Path) -> Path | None:
+    for folder in (path.parent, path.parent.parent) if path.is_file() else (path,):
+        if (folder / "config.yml").is_file():
+            return folder / "config.yml"
+    return None
+
+
+def evaluate(
+    target: Path, *, episodes: int = 10, seed: int = 0, deterministic: bool = True, device: str = "cpu"
+) -> EvalResult:
+    """
+    Evaluate a run folder or a model file from one, with its saved VecNormalize statistics
+    (observations normalized as in training, rewards not normalized).
+
+    :param target: A run folder (its ``model.zip``) or a model ``.zip`` in one
+    :param episodes: Number of episodes
+    :param seed: Seed of the evaluation environment
+    :param deterministic: Greedy actions
+    :param device: Torch device
+    :return: Mean and std of the episode returns
+    """
+    if not target.exists():
+        raise ConfigError(f"{str(target)!r} does not exist. Pass a run folder or a model .zip inside one")
+    model_path = target / "model.zip" if target.is_dir() else target
+    if not model_path.is_file():
+        found = sorted(p.name for p in target.glob("*.zip")) if target.is_dir() else []
+        raise ConfigError(
+            f"no model.zip in {str(target)!r}{' (found ' + ', '.join(found) + ')' if found else ''}; pass a model file"
+        )
+    config_path = _find_config(model_path)
+    if config_path is None:
+        raise ConfigError(f"no config.yml beside {str(model_path)!r}: evaluate a model inside an sb3-safe run folder")
+    env_ids = [key for key in _top_level_keys(config_path) if key != "run_info"]
+    config = load_config(str(config_path), env_ids[0])
+    venv = make_env(config, seed, n_envs=1)
+    stats = stats_path_for(model_path)
+    if stats.is_file():
+        venv = load_vec_normalize(stats, venv)
+        venv.training = False
+        venv.norm_reward = False
+    model = load_model(config.algorithm_class, model_path, venv, device)
+    mean, std = _evaluate(model, venv, episodes, deterministic)
+    venv.close()
+    return EvalResult(mean, std, episodes, model_path)
+
+
+def _top_level_keys(path: Path) -> list[str]:
+    data = yaml.safe_load(path.read_text())
+    return list(data) if isinstance(data, dict) else []
