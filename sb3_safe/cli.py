@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from sb3_safe.errors import ConfigError
 __all__ = ["main"]
 
 EXIT_USAGE = 2
+#: Training stopped because it kept breaking after every rollback
+EXIT_TRAINING_FAILED = 3
 
 
 def _positive_int(text: str) -> int:
@@ -102,6 +105,9 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         n_eval_episodes=args.eval_episodes,
         argv=["sb3-safe", *argv],
     )
+    if result.stopped_early and result.rollback is not None:
+        print(f"sb3-safe: {result.rollback.summary}. Run folder: {result.run_dir}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
     print(
         f"Done: {result.num_timesteps:,} steps. Eval return {result.eval_mean:.1f} +/- {result.eval_std:.1f}. "
         f"Run folder: {result.run_dir}"
@@ -119,6 +125,10 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+    print(f"sb3-safe: {category.__name__}: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     :param argv: Arguments without the program name (default: ``sys.argv[1:]``)
@@ -127,9 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "train":
-            return _train(args, argv)
-        return _eval(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            if args.command == "train":
+                return _train(args, argv)
+            return _eval(args)
     except ConfigError as error:
         print(f"sb3-safe: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -29,6 +29,7 @@ from stable_baselines3.common.utils import LinearSchedule
 from torch import nn, optim
 
 from sb3_safe.errors import ConfigError, did_you_mean
+from sb3_safe.health import Thresholds
 from sb3_safe.ppo import KL_STOPS, SafePPO
 from sb3_safe.zoo import parse_literal_string, parse_policy_kwargs_string
 
@@ -52,6 +53,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "selu": nn.SELU,
 }
 OPTIMIZERS: dict[str, type[optim.Optimizer]] = {"adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop}
+#: Options of the health callbacks that profiles may set (``health:`` and ``rollback:`` blocks).
+CALLBACK_OPTIONS: dict[str, tuple[str, ...]] = {
+    "health": (*Thresholds.names(), "quiet_updates"),
+    "rollback": ("lr_factor", "max_rollbacks", "confirm_updates"),
+}
 VEC_NORMALIZE_KEYS = {
     "norm_obs": "bool",
     "norm_reward": "bool",
@@ -101,6 +107,8 @@ SCHEMA: dict[str, Spec] = {
     "env_kwargs": _run("mapping", "keyword arguments of gymnasium.make"),
     "env_wrapper": _run("wrappers", "gymnasium wrappers: dotted class paths, optionally with kwargs"),
     "frame_stack": _run("int", "VecFrameStack size", low=1, nullable=True),
+    "health": _run("health", "HealthMonitorCallback: a mapping of thresholds (null or false: off)", nullable=True),
+    "rollback": _run("rollback", "RollbackCallback: a mapping of its options (null or false: off)", nullable=True),
     # -- SB3's PPO
     "policy": Spec("choice", "policy alias", choices=("MlpPolicy", "CnnPolicy", "MultiInputPolicy")),
     "policy_kwargs": Spec("policy_kwargs", "policy arguments (mapping, or the zoo's dict(...) string)"),
@@ -203,6 +211,11 @@ class TrainConfig:
     @property
     def env_wrappers(self) -> list[tuple[str, dict[str, Any]]]:
         return [(path, dict(kwargs)) for path, kwargs in self.values.get("env_wrapper", [])]
+
+    def callback_options(self, key: str) -> dict[str, Any] | None:
+        """:return: The ``health`` or ``rollback`` options, or ``None`` when that callback is off"""
+        value = self.values.get(key)
+        return dict(value) if isinstance(value, Mapping) else None
 
     @property
     def frame_stack(self) -> int | None:
@@ -479,6 +492,8 @@ def _check(key: str, spec: Spec, value: Any, where: str) -> Any:
         return _check_normalize(value, where)
     if spec.kind == "wrappers":
         return _check_wrappers(value, where)
+    if spec.kind in CALLBACK_OPTIONS:
+        return _check_callback_options(key, value, where)
     return _check_policy_kwargs(value, where)
 
 
@@ -504,6 +519,26 @@ def _check_normalize(value: Any, where: str) -> dict[str, Any] | bool:
                 f"Allowed: {', '.join(VEC_NORMALIZE_KEYS)}"
             )
         out[key] = _check(f"normalize.{key}", Spec(kind, f"VecNormalize {key}", low=0, low_open=True), item, where)
+    return out
+
+
+def _check_callback_options(key: str, value: Any, where: str) -> dict[str, Any] | bool:
+    if value is False:
+        return False
+    if value is True:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: `{key}` = {value!r}: use a mapping of options, {{}} for the defaults, or false")
+    allowed = CALLBACK_OPTIONS[key]
+    out: dict[str, Any] = {}
+    for name, item in value.items():
+        if name not in allowed:
+            raise ConfigError(
+                f"{where}: unknown key `{key}.{name}`.{did_you_mean(name, allowed)} Allowed: {', '.join(allowed)}"
+            )
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or item < 0:
+            raise ConfigError(f"{where}: `{key}.{name}` = {item!r}: expected a number >= 0")
+        out[name] = item
     return out
 
 

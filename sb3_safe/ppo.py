@@ -356,6 +356,7 @@ class SafePPO(PPO):
             advantages_mean=float(np.mean(buffer.advantages)),
             advantages_std=float(np.std(buffer.advantages)),
             returns_mean=float(np.mean(buffer.returns)),
+            returns_std=float(np.std(buffer.returns)),
             values_mean=float(np.mean(buffer.values)),
             rollout_reward_mean=float(np.mean(buffer.rewards)),
             rollout_reward_std=float(np.std(buffer.rewards)),

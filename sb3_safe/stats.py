@@ -60,6 +60,7 @@ class UpdateStats:
     advantages_std: float
     #: Mean regression target and mean value prediction of the rollout (true scale)
     returns_mean: float
+    returns_std: float
     values_mean: float
     #: Rewards stored in the rollout buffer (after any VecNormalize scaling)
     rollout_reward_mean: float

@@ -1,0 +1,376 @@
+"""
+Training-health detectors: pure functions over a metric history, raising plain-language findings.
+
+A history is a sequence of rows, one per PPO update, each a mapping from metric name to
+value (the :class:`~sb3_safe.stats.UpdateStats` field names, plus ``ep_rew_mean``).
+The same detectors run live (:class:`~sb3_safe.callbacks.HealthMonitorCallback`, on the
+algorithm's per-update record) and after the fact (``sb3-safe diagnose``, on
+``progress.csv`` or TensorBoard events): they cannot tell the difference.
+
+A missing metric (plain SB3 logs no gradient norms; a CSV row may lack ``train/*``) makes
+the detectors that need it stay silent; it never raises.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Literal
+
+__all__ = ["CODES", "SEVERITY_RANK", "Finding", "Thresholds", "detect", "scan"]
+
+Severity = Literal["info", "warning", "critical"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+Row = Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One diagnosis: what is wrong, the numbers that show it, and what to change."""
+
+    code: str
+    severity: Severity
+    timestep: int
+    values: dict[str, float]
+    message: str
+    advice: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """
+    Every threshold of the detectors, with defaults that raise nothing critical on healthy runs.
+
+    "Updates" count calls of ``train()`` (one per rollout).
+    """
+
+    #: frozen_policy: approx KL below this ...
+    frozen_kl: float = 1e-5
+    #: ... and clip fraction below this ...
+    frozen_clip_fraction: float = 1e-3
+    #: ... for this many consecutive updates ...
+    frozen_updates: int = 5
+    #: ... while the entropy kept at least this fraction of its first value (exploration did not end).
+    frozen_entropy_kept: float = 0.5
+    #: value_collapse: explained variance below this ...
+    collapse_explained_variance: float = -1.0
+    #: ... for this many consecutive updates ...
+    collapse_updates: int = 5
+    #: ... while the rollout's return targets vary (std above this; a solved task's barely do).
+    collapse_min_returns_std: float = 1e-3
+    #: value_divergence: value loss this many times its median over the previous window ...
+    divergence_factor: float = 10.0
+    #: ... in this many consecutive updates (or growing), against a window of this many updates.
+    divergence_updates: int = 2
+    divergence_window: int = 10
+    #: reward_collapse: mean episode return lost this fraction of its gain since the start ...
+    reward_collapse_fraction: float = 0.5
+    #: ... within this many updates of its best.
+    reward_collapse_window: int = 20
+    #: ... only once the gain is at least this large relative to the starting return's magnitude.
+    reward_collapse_min_gain: float = 0.2
+    #: entropy_collapse: std (Gaussian) or entropy (discrete) fell below this fraction of its first value ...
+    entropy_collapse_fraction: float = 0.1
+    #: ... within this many updates from the start.
+    entropy_collapse_updates: int = 20
+    #: kl_spike: approx KL above this multiple of target_kl (or above kl_spike_absolute without one) ...
+    kl_spike_factor: float = 5.0
+    kl_spike_absolute: float = 0.1
+    #: ... with clip fraction above this.
+    kl_spike_clip_fraction: float = 0.3
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+def _get(row: Row, key: str) -> float | None:
+    value = row.get(key)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _series(history: Sequence[Row], key: str) -> list[float]:
+    return [v for v in (_get(row, key) for row in history) if v is not None and math.isfinite(v)]
+
+
+def _first(history: Sequence[Row], key: str) -> float | None:
+    for row in history:
+        value = _get(row, key)
+        if value is not None and math.isfinite(value):
+            return value
+    return None
+
+
+def _timestep(history: Sequence[Row]) -> int:
+    value = _get(history[-1], "timesteps")
+    return int(value) if value is not None and math.isfinite(value) else len(history)
+
+
+def _tail(history: Sequence[Row], n: int) -> Sequence[Row] | None:
+    return history[-n:] if len(history) >= n else None
+
+
+def _finding(
+    history: Sequence[Row], code: str, severity: Severity, values: dict[str, float], message: str, advice: str
+) -> Finding:
+    rounded = {k: float(f"{v:.6g}") for k, v in values.items()}
+    return Finding(code, severity, _timestep(history), rounded, message, advice)
+
+
+def _non_finite(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    row = history[-1]
+    bad = {
+        key: value
+        for key in (
+            "loss",
+            "value_loss",
+            "policy_gradient_loss",
+            "approx_kl",
+            "actor_grad_norm",
+            "critic_grad_norm",
+            "ep_rew_mean",
+        )
+        if (value := _get(row, key)) is not None and not math.isfinite(value)
+    }
+    for flag in ("params_finite", "obs_finite", "rewards_finite"):
+        if _get(row, flag) == 0.0:
+            bad[flag] = 0.0
+    skipped = _get(row, "skipped_updates") or 0.0
+    if skipped > 0:
+        bad["skipped_updates"] = skipped
+    if not bad:
+        return None
+    return _finding(
+        history,
+        "non_finite",
+        "critical",
+        bad,
+        f"Non-finite values in training ({', '.join(sorted(bad))}).",
+        "Look for NaN/inf in observations and rewards (wrap the env in VecCheckNan), lower learning_rate, set "
+        "max_grad_norm: 0.5 and value_loss: huber; resume from the last healthy checkpoint.",
+    )
+
+
+def _frozen_policy(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    window = _tail(history, t.frozen_updates)
+    if window is None:
+        return None
+    kls, clips = _series(window, "approx_kl"), _series(window, "clip_fraction")
+    if len(kls) < t.frozen_updates or len(clips) < t.frozen_updates:
+        return None
+    if max(kls) >= t.frozen_kl or max(clips) >= t.frozen_clip_fraction:
+        return None
+    values = {"approx_kl": statistics.fmean(kls), "clip_fraction": statistics.fmean(clips)}
+    entropy_kept = _entropy_kept(history)
+    if entropy_kept is not None:
+        if entropy_kept < t.frozen_entropy_kept:
+            return None  # a converged, near-deterministic policy is not frozen
+        values["entropy_kept"] = entropy_kept
+    return _finding(
+        history,
+        "frozen_policy",
+        "warning",
+        values,
+        f"The policy has stopped moving: approx KL {values['approx_kl']:.1e} and clip fraction "
+        f"{values['clip_fraction']:.1e} over {t.frozen_updates} updates while exploration is still high.",
+        "Raise learning_rate (x3), check that normalize_advantage is on and adv_norm_min_std is not larger than the "
+        "advantage std (train/advantages_std), and that rewards are not all equal.",
+    )
+
+
+def _entropy_kept(history: Sequence[Row]) -> float | None:
+    """Current over first: Gaussian std if logged, else entropy (``-entropy_loss``) when positive."""
+    first_std, std = _first(history, "std"), _get(history[-1], "std")
+    if first_std is not None and first_std > 0 and std is not None and math.isfinite(std) and len(history) >= 2:
+        return std / first_std
+    first_loss, loss = _first(history, "entropy_loss"), _get(history[-1], "entropy_loss")
+    if first_loss is not None and first_loss < 0 and loss is not None and math.isfinite(loss) and len(history) >= 2:
+        return loss / first_loss  # entropy_loss is -entropy
+    return None
+
+
+def _value_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    window = _tail(history, t.collapse_updates)
+    if window is None:
+        return None
+    evs = _series(window, "explained_variance")
+    if len(evs) < t.collapse_updates or max(evs) >= t.collapse_explained_variance:
+        return None
+    spread = _series(window, "returns_std")
+    if spread and statistics.fmean(spread) < t.collapse_min_returns_std:
+        return None  # returns barely vary: explained variance is meaningless
+    return _finding(
+        history,
+        "value_collapse",
+        "warning",
+        {"explained_variance": statistics.fmean(evs), **({"returns_std": statistics.fmean(spread)} if spread else {})},
+        f"The critic predicts worse than a constant: explained variance {statistics.fmean(evs):.3g} over "
+        f"{t.collapse_updates} updates.",
+        "Normalize rewards (normalize: {norm_reward: true}) and value targets (normalize_value: true), use value_loss: "
+        "huber, give the critic its own critic_learning_rate, and check gamma against the episode length.",
+    )
+
+
+def _value_divergence(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    losses = [_get(row, "value_loss") for row in history]
+    finite = [v for v in losses if v is not None and math.isfinite(v)]
+    if len(finite) < t.divergence_window + t.divergence_updates:
+        return None
+    recent = finite[-t.divergence_updates :]
+    reference = statistics.median(finite[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates])
+    if reference <= 0:
+        return None
+    ratios = [v / reference for v in recent]
+    if min(ratios) < t.divergence_factor:
+        return None
+    growing = all(b > a for a, b in itertools.pairwise(recent))
+    severity: Severity = "critical" if growing or min(ratios) >= 10 * t.divergence_factor else "warning"
+    return _finding(
+        history,
+        "value_divergence",
+        severity,
+        {"value_loss": recent[-1], "reference_value_loss": reference, "ratio": ratios[-1]},
+        f"Value loss is {ratios[-1]:.0f}x its recent level ({recent[-1]:.3g} against {reference:.3g})"
+        f"{' and still growing' if growing else ''}: the critic is diverging.",
+        "Lower critic_learning_rate (or learning_rate) by 3-10x, set max_grad_norm: 0.5, use value_loss: huber or "
+        "blend with clip_range_vf: 0.2, and normalize rewards; roll back to a checkpoint from before the spike.",
+    )
+
+
+def _reward_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    start = _first(history, "ep_rew_mean")
+    recent = _series(history[-t.reward_collapse_window :], "ep_rew_mean")
+    if start is None or len(recent) < 2 or len(history) < 3:
+        return None
+    current, best = recent[-1], max(recent)
+    gain = best - start
+    if gain <= t.reward_collapse_min_gain * max(abs(start), 1.0):
+        return None
+    lost = (best - current) / gain
+    if lost < t.reward_collapse_fraction:
+        return None
+    return _finding(
+        history,
+        "reward_collapse",
+        "critical",
+        {"ep_rew_mean": current, "best_ep_rew_mean": best, "start_ep_rew_mean": start, "fraction_lost": lost},
+        f"Mean episode return fell from {best:.4g} to {current:.4g}, losing {100 * lost:.0f}% of what training had gained.",
+        "Roll back to the checkpoint at the best return, then lower learning_rate (x0.3), set target_kl: 0.015 with "
+        "kl_stop: epoch, and max_grad_norm: 0.5.",
+    )
+
+
+def _entropy_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    if len(history) > t.entropy_collapse_updates:
+        return None
+    kept = _entropy_kept(history)
+    if kept is None or kept >= t.entropy_collapse_fraction:
+        return None
+    return _finding(
+        history,
+        "entropy_collapse",
+        "warning",
+        {"entropy_kept": kept, "updates": float(len(history))},
+        f"Exploration collapsed early: the policy's {'std' if _first(history, 'std') else 'entropy'} fell to "
+        f"{100 * kept:.0f}% of its initial value within {len(history)} updates.",
+        "Add an entropy bonus (ent_coef: 0.001-0.01), lower learning_rate, or raise log_std_init; check the reward "
+        "scale (normalize rewards).",
+    )
+
+
+def _kl_spike(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    kl = _get(history[-1], "approx_kl")
+    clip = _get(history[-1], "clip_fraction")
+    if kl is None or clip is None or not math.isfinite(kl):
+        return None
+    limit = t.kl_spike_factor * target_kl if target_kl else t.kl_spike_absolute
+    if kl <= limit or clip <= t.kl_spike_clip_fraction:
+        return None
+    return _finding(
+        history,
+        "kl_spike",
+        "warning",
+        {"approx_kl": kl, "clip_fraction": clip, "limit": limit},
+        f"One update moved the policy far: approx KL {kl:.3g} (limit {limit:.3g}) with {100 * clip:.0f}% of samples clipped.",
+        "Lower learning_rate, set target_kl: 0.015 (kl_stop: epoch stops the remaining epochs), use fewer n_epochs or "
+        "a larger batch_size.",
+    )
+
+
+Detector = Callable[[Sequence[Row], Thresholds, "float | None"], "Finding | None"]
+
+#: Every detector by its finding code, in the order they are reported for one update.
+CODES: dict[str, Detector] = {
+    "non_finite": _non_finite,
+    "value_divergence": _value_divergence,
+    "reward_collapse": _reward_collapse,
+    "value_collapse": _value_collapse,
+    "frozen_policy": _frozen_policy,
+    "entropy_collapse": _entropy_collapse,
+    "kl_spike": _kl_spike,
+}
+
+
+def detect(history: Sequence[Row], thresholds: Thresholds | None = None, target_kl: float | None = None) -> list[Finding]:
+    """
+    Run every detector on the latest update of ``history``.
+
+    :param history: One row per update, oldest first
+    :param thresholds: Detector thresholds (default: :class:`Thresholds`)
+    :param target_kl: The run's ``target_kl``, if any (for ``kl_spike``)
+    :return: The findings at the latest update, most severe first
+    """
+    if not history:
+        return []
+    thresholds = thresholds or Thresholds()
+    found = [finding for detector in CODES.values() if (finding := detector(history, thresholds, target_kl)) is not None]
+    return sorted(found, key=lambda f: -SEVERITY_RANK[f.severity])
+
+
+@dataclass
+class EpisodeTracker:
+    """
+    Turn per-update findings into episodes of trouble: a code is reported when it starts
+    firing, and again only after it has been silent for ``quiet_updates`` updates.
+    """
+
+    quiet_updates: int = 5
+    _last_seen: dict[str, int] = field(default_factory=dict)
+    _updates: int = 0
+
+    def new(self, findings: Sequence[Finding]) -> list[Finding]:
+        """:return: The findings that open a new episode"""
+        self._updates += 1
+        fresh = []
+        for finding in findings:
+            last = self._last_seen.get(finding.code)
+            if last is None or self._updates - last > self.quiet_updates:
+                fresh.append(finding)
+            self._last_seen[finding.code] = self._updates
+        return fresh
+
+
+def scan(
+    history: Sequence[Row], thresholds: Thresholds | None = None, target_kl: float | None = None, quiet_updates: int = 5
+) -> list[Finding]:
+    """
+    Replay a whole history update by update, as the live monitor would have seen it.
+
+    :return: The first finding of every episode of trouble, in time order
+    """
+    tracker = EpisodeTracker(quiet_updates)
+    found: list[Finding] = []
+    for end in range(1, len(history) + 1):
+        found.extend(tracker.new(detect(history[:end], thresholds, target_kl)))
+    return found

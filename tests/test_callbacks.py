@@ -1,0 +1,161 @@
+"""Health monitor and rollback, live: exact restores, NaN survived, plain PPO, running out of rollbacks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch as th
+from stable_baselines3 import PPO
+from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.logger import configure
+from stable_baselines3.common.running_mean_std import RunningMeanStd
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_safe import SafePPO
+from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback, ScaledSchedule
+from sb3_safe.config import load_config
+from sb3_safe.faults import NonFiniteInjection, RewardOutliers, RewardScale, corrupt_gradients
+from sb3_safe.training import train
+
+TINY: dict[str, Any] = dict(n_steps=64, batch_size=64, n_epochs=2, seed=0, device="cpu", policy_kwargs=dict(net_arch=[16]))
+
+
+def venv_with(wrapper: Any = None, n_envs: int = 2) -> VecNormalize:
+    return VecNormalize(make_vec_env("Pendulum-v1", n_envs=n_envs, seed=0, wrapper_class=wrapper))
+
+
+def obs_rms(venv: VecNormalize) -> RunningMeanStd:
+    stats = venv.obs_rms
+    assert isinstance(stats, RunningMeanStd)
+    return stats
+
+
+def test_restore_is_bit_for_bit():
+    model = SafePPO("MlpPolicy", venv_with(), **TINY, normalize_value=True, critic_learning_rate=1e-3)
+    model.learn(128)
+    rollback = RollbackCallback()
+    rollback.init_callback(model)
+    snap = rollback.snapshot()
+    venv = model.get_vec_normalize_env()
+    assert venv is not None
+    obs_mean = obs_rms(venv).mean.copy()
+    model.learn(256, reset_num_timesteps=False)  # everything moves on
+    assert not th.equal(snap["policy"]["value_net.weight"], model.policy.state_dict()["value_net.weight"])
+    rollback.restore(snap)
+    state = model.policy.state_dict()
+    assert all(th.equal(snap["policy"][k], state[k]) for k in state)
+    assert "value_normalizer.mean" in state
+    opt = model.policy.optimizer.state_dict()
+    for key, saved in snap["optimizer"]["state"].items():
+        for name, tensor in saved.items():
+            assert th.equal(tensor, opt["state"][key][name])
+    assert [g["lr"] for g in opt["param_groups"]] == [g["lr"] for g in snap["optimizer"]["param_groups"]]
+    assert np.array_equal(obs_rms(venv).mean, obs_mean)
+
+
+@pytest.mark.parametrize("target", ["obs", "reward"])
+def test_injected_nan_ends_in_a_rollback_and_a_finished_run(target: str):
+    env = venv_with(lambda e: NonFiniteInjection(e, at_step=300, target=target))  # type: ignore[arg-type]
+    model = SafePPO("MlpPolicy", env, **TINY)
+    monitor = HealthMonitorCallback(verbose=0)
+    rollback = RollbackCallback(monitor=monitor, verbose=0)
+    model.learn(1024, callback=[monitor, rollback])
+    assert model.num_timesteps == 1024
+    assert rollback.rollbacks >= 1 and not rollback.exhausted
+    assert any(f.code == "non_finite" for f in monitor.findings)
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+    venv = model.get_vec_normalize_env()
+    assert venv is not None and np.isfinite(obs_rms(venv).mean).all() and np.isfinite(venv.ret_rms.var)
+    # learning rate halved once per rollback
+    assert isinstance(model.lr_schedule, ScaledSchedule)
+    assert model.lr_schedule(1.0) == pytest.approx(3e-4 * 0.5**rollback.rollbacks)
+
+
+def test_plain_ppo_weights_are_restored_after_nan():
+    # PPO has no update guard: a NaN reward reaches the weights, the rollback takes them back.
+    env = venv_with(lambda e: NonFiniteInjection(e, at_step=200, target="reward"))
+    model = PPO("MlpPolicy", env, **TINY)
+    rollback = RollbackCallback(verbose=0)
+    model.learn(1024, callback=rollback)
+    assert rollback.rollbacks >= 1
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+class AlwaysNanRewardAfter(gym.Wrapper[Any, Any, Any, Any]):
+    def __init__(self, env: gym.Env[Any, Any], after: int) -> None:
+        super().__init__(env)
+        self.after, self.steps = after, 0
+
+    def step(self, action: Any) -> Any:
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        return obs, (float("nan") if self.steps > self.after else reward), terminated, truncated, info
+
+
+def test_running_out_of_rollbacks_stops_cleanly_with_the_last_healthy_model(tmp_path: Path):
+    config = load_config(
+        "safe",
+        "Pendulum-v1",
+        {"n_timesteps": 4096, "n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 1, "rollback": {"max_rollbacks": 2}},
+    )
+    result = train(
+        config,
+        runs_root=tmp_path,
+        eval_freq=10**6,
+        env_wrapper=lambda e: AlwaysNanRewardAfter(e, after=256),
+        progress_bar=False,
+    )
+    assert result.stopped_early
+    assert result.rollback is not None and result.rollback.rollbacks == 2
+    assert result.num_timesteps < 4096
+    assert (result.run_dir / "last_healthy_model.zip").is_file()
+    assert (result.run_dir / "last_healthy_vecnormalize.pkl").is_file()
+    events = [json.loads(line)["event"] for line in (result.run_dir / "health.jsonl").read_text().splitlines()]
+    assert events.count("rollback") == 2 and events[-1] == "stopped"
+    assert "last_healthy_model.zip" in result.rollback.summary
+    assert all(th.isfinite(p).all() for p in result.model.policy.parameters())
+
+
+def test_monitor_writes_logger_keys_and_jsonl(tmp_path: Path):
+    model = SafePPO("MlpPolicy", "Pendulum-v1", **TINY)
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    monitor = HealthMonitorCallback(verbose=0)
+    corrupt_gradients(model.policy.value_net.weight, at_backward=3)
+    with pytest.warns(UserWarning, match="skipped an update"):
+        model.learn(256, callback=monitor)
+    assert [f.code for f in monitor.findings] == ["non_finite"]
+    assert monitor.findings[0].values["skipped_updates"] == 1.0
+    lines = (tmp_path / "health.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["code"] == "non_finite"
+    header = (tmp_path / "progress.csv").read_text().splitlines()[0]
+    assert "health/non_finite" in header and "health/critical" in header
+    assert len(monitor.history) == 4  # one row per update
+
+
+def test_monitor_reads_plain_ppo_from_the_logger():
+    model = PPO("MlpPolicy", "CartPole-v1", **TINY)
+    monitor = HealthMonitorCallback(verbose=0)
+    model.learn(256, callback=monitor)
+    assert len(monitor.history) == 4
+    assert {"approx_kl", "clip_fraction", "value_loss", "explained_variance", "timesteps"} <= set(monitor.history[-1])
+
+
+def test_fault_wrappers():
+    env = RewardScale(gym.make("Pendulum-v1"), 100.0)
+    env.reset(seed=0)
+    raw = gym.make("Pendulum-v1")
+    raw.reset(seed=0)
+    assert env.step(np.zeros(1))[1] == pytest.approx(100.0 * float(raw.step(np.zeros(1))[1]))
+    outliers = RewardOutliers(gym.make("Pendulum-v1"), probability=1.0, magnitude=1000.0, seed=0)
+    outliers.reset(seed=0)
+    assert abs(float(outliers.step(np.zeros(1))[1])) > 900
+    nan = NonFiniteInjection(gym.make("Pendulum-v1"), at_step=2, target="obs")
+    nan.reset(seed=0)
+    assert np.isfinite(nan.step(np.zeros(1))[0]).all()
+    assert np.isnan(nan.step(np.zeros(1))[0]).all()
+    assert np.isfinite(nan.step(np.zeros(1))[0]).all()

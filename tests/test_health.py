@@ -1,0 +1,153 @@
+"""Every detector fires on a constructed metric stream, and stays silent on healthy ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from sb3_safe.health import CODES, Thresholds, detect, scan
+
+
+def healthy_row(i: int, **changes: float) -> dict[str, float]:
+    row: dict[str, Any] = {
+        "timesteps": 2048.0 * (i + 1),
+        "approx_kl": 0.01,
+        "clip_fraction": 0.1,
+        "entropy_loss": -1.4 + 0.005 * i,
+        "std": 1.0 - 0.005 * i,
+        "value_loss": 0.5,
+        "explained_variance": 0.8,
+        "returns_std": 30.0,
+        "ep_rew_mean": -1200.0 + 20.0 * i,
+        "loss": 0.2,
+        "policy_gradient_loss": -0.01,
+        "actor_grad_norm": 0.3,
+        "critic_grad_norm": 2.0,
+        "skipped_updates": 0.0,
+        "params_finite": 1.0,
+    }
+    row.update(changes)
+    return row
+
+
+def healthy(n: int = 40) -> list[dict[str, float]]:
+    return [healthy_row(i) for i in range(n)]
+
+
+def codes(history: list[dict[str, float]], **kwargs: Any) -> list[str]:
+    return [f.code for f in detect(history, **kwargs)]
+
+
+def test_healthy_stream_raises_nothing():
+    history = healthy()
+    assert scan(history, target_kl=0.015) == []
+
+
+def test_solved_task_with_flat_returns_raises_nothing_critical():
+    # A solved CartPole: every episode 500, returns identical, explained variance meaningless (-inf / nan).
+    history = [
+        healthy_row(i, ep_rew_mean=500.0, explained_variance=-30.0, returns_std=0.0, approx_kl=0.002, clip_fraction=0.01)
+        for i in range(40)
+    ]
+    assert [f for f in scan(history) if f.severity != "info"] == []
+
+
+def test_non_finite():
+    history = [*healthy(10), healthy_row(10, value_loss=float("nan"), skipped_updates=3.0)]
+    (finding,) = detect(history)
+    assert finding.code == "non_finite" and finding.severity == "critical"
+    assert finding.values["skipped_updates"] == 3.0
+    assert "VecCheckNan" in finding.advice
+    assert codes([*healthy(10), healthy_row(10, params_finite=0.0)]) == ["non_finite"]
+    assert codes([*healthy(10), healthy_row(10, obs_finite=0.0)]) == ["non_finite"]
+
+
+def test_frozen_policy():
+    # The symptom from the field: KL ~2e-7, clip fraction 0, entropy stuck high.
+    frozen = [healthy_row(i, approx_kl=2e-7, clip_fraction=0.0, std=1.0, entropy_loss=-1.42) for i in range(10)]
+    found = detect(frozen)
+    assert [f.code for f in found] == ["frozen_policy"]
+    assert found[0].severity == "warning" and "learning_rate" in found[0].advice
+    # four updates are not yet "several"
+    assert codes(frozen[:4]) == []
+    # a converged policy (std down to 30% of its start) is not frozen
+    converged = [healthy_row(i, approx_kl=2e-7, clip_fraction=0.0, std=1.0 - 0.07 * i) for i in range(10)]
+    assert "frozen_policy" not in codes(converged)
+
+
+def test_value_collapse():
+    # The symptom from the field: explained variance -143 while returns vary.
+    broken = [*healthy(10), *[healthy_row(10 + i, explained_variance=-143.0) for i in range(5)]]
+    assert codes(broken) == ["value_collapse"]
+    assert codes(broken[:-1]) == []  # 4 updates are not persistent
+
+
+def test_value_divergence():
+    # 0.004 -> 0.4: a 100x spike, growing
+    history = [healthy_row(i, value_loss=0.004) for i in range(20)]
+    history += [healthy_row(20, value_loss=0.1), healthy_row(21, value_loss=0.4)]
+    (finding,) = detect(history)
+    assert finding.code == "value_divergence" and finding.severity == "critical"
+    assert finding.values["ratio"] == pytest.approx(100.0)
+    # a single spike that falls back is not divergence
+    blip = [*history[:20], healthy_row(20, value_loss=0.4), healthy_row(21, value_loss=0.004)]
+    assert codes(blip) == []
+    # sustained but not growing, only 10-20x: a warning
+    sustained = [*history[:20], healthy_row(20, value_loss=0.06), healthy_row(21, value_loss=0.05)]
+    assert [(f.code, f.severity) for f in detect(sustained)] == [("value_divergence", "warning")]
+
+
+def test_reward_collapse():
+    rising = [healthy_row(i, ep_rew_mean=-1200.0 + 50.0 * i) for i in range(20)]  # up to -250
+    collapsed = [*rising, healthy_row(20, ep_rew_mean=-900.0)]  # lost 650 of 950 gained
+    (finding,) = detect(collapsed)
+    assert finding.code == "reward_collapse" and finding.severity == "critical"
+    assert finding.values["fraction_lost"] == pytest.approx(650 / 950)
+    assert codes([*rising, healthy_row(20, ep_rew_mean=-500.0)]) == []  # lost 26%
+
+
+def test_entropy_collapse():
+    history = [healthy_row(i, std=1.0 * (0.5**i)) for i in range(5)]  # std 1 -> 0.06 in 5 updates
+    assert codes(history) == ["entropy_collapse"]
+    slow = [healthy_row(i, std=1.0 - 0.02 * i) for i in range(5)]
+    assert codes(slow) == []
+
+
+def test_kl_spike():
+    history = [*healthy(5), healthy_row(5, approx_kl=0.2, clip_fraction=0.6)]
+    assert codes(history, target_kl=0.015) == ["kl_spike"]
+    assert codes([*healthy(5), healthy_row(5, approx_kl=0.05, clip_fraction=0.6)], target_kl=0.015) == []  # < 5x
+    assert codes([*healthy(5), healthy_row(5, approx_kl=0.2, clip_fraction=0.6)]) == ["kl_spike"]  # > 0.1 absolute
+
+
+def test_every_code_is_tested_here():
+    tested = {
+        "non_finite",
+        "frozen_policy",
+        "value_collapse",
+        "value_divergence",
+        "reward_collapse",
+        "entropy_collapse",
+        "kl_spike",
+    }
+    assert set(CODES) == tested
+
+
+def test_missing_metrics_keep_detectors_silent():
+    # plain SB3 logs: no grad norms, no returns_std, no skipped_updates, no std
+    rows = [{"timesteps": float(i), "approx_kl": 0.01, "clip_fraction": 0.1, "value_loss": 0.3} for i in range(30)]
+    assert scan(rows) == []
+
+
+def test_scan_reports_each_episode_of_trouble_once():
+    bad = healthy_row(10, value_loss=float("nan"))
+    history = [*healthy(10), bad, bad, bad, *healthy(5), bad]
+    found = scan(history, quiet_updates=2)
+    assert [(f.code, f.timestep) for f in found] == [("non_finite", 2048 * 11), ("non_finite", 2048 * 11)]
+    assert len(scan(history, quiet_updates=10)) == 1
+
+
+def test_thresholds_are_parameters():
+    history = [*healthy(5), healthy_row(5, approx_kl=0.05, clip_fraction=0.6)]
+    assert codes(history, thresholds=Thresholds(kl_spike_factor=2.0), target_kl=0.015) == ["kl_spike"]
