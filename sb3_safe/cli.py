@@ -71,11 +71,24 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
 
 
+def _add_diagnose(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "diagnose",
+        help="find what went wrong in a run's logs",
+        description="Run the health detectors over an sb3-safe run folder, SB3's progress.csv, or TensorBoard events.",
+    )
+    p.add_argument("path", type=Path, help="run folder, progress.csv, TensorBoard event file or folder")
+    p.add_argument("--json", action="store_true", help='print {"findings": [...]} as JSON instead of the report')
+    p.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the key metrics with the findings marked")
+    p.add_argument("--target-kl", type=float, help="the run's target_kl, for kl_spike (default: from config.yml)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sb3-safe", description="PPO training that does not collapse.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_eval(subparsers)
+    _add_diagnose(subparsers)
     return parser
 
 
@@ -125,6 +138,19 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _diagnose(args: argparse.Namespace) -> int:
+    from sb3_safe.diagnose import diagnose
+
+    diagnosis = diagnose(args.path, target_kl=args.target_kl)
+    if args.plot is not None:
+        from sb3_safe.plots import plot_health
+
+        title = f"{diagnosis.source.parent.name}/{diagnosis.source.name}\n{diagnosis.verdict}"
+        plot_health(diagnosis.history, diagnosis.worst_first, args.plot, title)
+    print(diagnosis.as_json() if args.json else diagnosis.report())
+    return 0
+
+
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
     print(f"sb3-safe: {category.__name__}: {message}", file=sys.stderr)
 
@@ -141,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             warnings.showwarning = _one_line_warning
             if args.command == "train":
                 return _train(args, argv)
+            if args.command == "diagnose":
+                return _diagnose(args)
             return _eval(args)
     except ConfigError as error:
         print(f"sb3-safe: error: {error}", file=sys.stderr)

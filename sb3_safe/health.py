@@ -69,10 +69,20 @@ class Thresholds:
     #: ... in this many consecutive updates (or growing), against a window of this many updates.
     divergence_updates: int = 2
     divergence_window: int = 10
+    #: The reference level is at least this fraction of the largest value loss of the first
+    #: ``divergence_window`` updates: a converged critic's loss sits at a noise floor (1e-5), and a
+    #: jump from there back to ordinary levels is not divergence.
+    divergence_floor: float = 0.01
+    #: When explained variance is logged, the critic must also have got worse at explaining the
+    #: returns: below 0, or this much below its median over the reference window. A value loss
+    #: that rises while explained variance rises is the return scale changing (learning), not divergence.
+    divergence_ev_drop: float = 0.2
     #: reward_collapse: mean episode return lost this fraction of its gain since the start ...
-    reward_collapse_fraction: float = 0.5
+    reward_collapse_fraction: float = 0.7
+    #: ... in this many consecutive updates ...
+    reward_collapse_updates: int = 2
     #: ... within this many updates of its best.
-    reward_collapse_window: int = 20
+    reward_collapse_window: int = 50
     #: ... only once the gain is at least this large relative to the starting return's magnitude.
     reward_collapse_min_gain: float = 0.2
     #: entropy_collapse: std (Gaussian) or entropy (discrete) fell below this fraction of its first value ...
@@ -228,19 +238,38 @@ def _value_divergence(history: Sequence[Row], t: Thresholds, target_kl: float | 
     if len(finite) < t.divergence_window + t.divergence_updates:
         return None
     recent = finite[-t.divergence_updates :]
-    reference = statistics.median(finite[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates])
+    reference = max(
+        statistics.median(finite[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates]),
+        t.divergence_floor * max(finite[: t.divergence_window]),
+    )
     if reference <= 0:
         return None
     ratios = [v / reference for v in recent]
     if min(ratios) < t.divergence_factor:
         return None
+    values = {"value_loss": recent[-1], "reference_value_loss": reference, "ratio": ratios[-1]}
+    ev_now = _get(history[-1], "explained_variance")
+    ev_reference = _series(
+        history[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates], "explained_variance"
+    )
+    if ev_now is not None and math.isfinite(ev_now) and ev_reference:
+        baseline = statistics.median(ev_reference)
+        if ev_now >= 0 and ev_now > baseline - t.divergence_ev_drop:
+            return None  # the critic explains the returns as well as before: their scale changed
+        values.update(explained_variance=ev_now, reference_explained_variance=baseline)
     growing = all(b > a for a, b in itertools.pairwise(recent))
-    severity: Severity = "critical" if growing or min(ratios) >= 10 * t.divergence_factor else "warning"
+    # Critical (a rollback in the safe profile) only when the critic is now worse than a constant:
+    # a breakthrough in learning can also cut explained variance for a while (measured on
+    # LunarLander-v3: 0.99 -> 0.25 as landings began), but not below zero.
+    worse_than_constant = ev_now is None or not math.isfinite(ev_now) or ev_now < 0
+    severity: Severity = (
+        "critical" if worse_than_constant and (growing or min(ratios) >= 10 * t.divergence_factor) else "warning"
+    )
     return _finding(
         history,
         "value_divergence",
         severity,
-        {"value_loss": recent[-1], "reference_value_loss": reference, "ratio": ratios[-1]},
+        values,
         f"Value loss is {ratios[-1]:.0f}x its recent level ({recent[-1]:.3g} against {reference:.3g})"
         f"{' and still growing' if growing else ''}: the critic is diverging.",
         "Lower critic_learning_rate (or learning_rate) by 3-10x, set max_grad_norm: 0.5, use value_loss: huber or "
@@ -251,14 +280,14 @@ def _value_divergence(history: Sequence[Row], t: Thresholds, target_kl: float | 
 def _reward_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
     start = _first(history, "ep_rew_mean")
     recent = _series(history[-t.reward_collapse_window :], "ep_rew_mean")
-    if start is None or len(recent) < 2 or len(history) < 3:
+    if start is None or len(recent) < t.reward_collapse_updates + 1 or len(history) < 3:
         return None
     current, best = recent[-1], max(recent)
     gain = best - start
     if gain <= t.reward_collapse_min_gain * max(abs(start), 1.0):
         return None
     lost = (best - current) / gain
-    if lost < t.reward_collapse_fraction:
+    if any((best - value) / gain < t.reward_collapse_fraction for value in recent[-t.reward_collapse_updates :]):
         return None
     return _finding(
         history,

@@ -84,27 +84,43 @@ def test_value_collapse():
 
 
 def test_value_divergence():
-    # 0.004 -> 0.4: a 100x spike, growing
+    # 0.004 -> 0.4: a 100x spike, growing, and the critic now worse than a constant
     history = [healthy_row(i, value_loss=0.004) for i in range(20)]
-    history += [healthy_row(20, value_loss=0.1), healthy_row(21, value_loss=0.4)]
+    history += [
+        healthy_row(20, value_loss=0.1, explained_variance=0.1),
+        healthy_row(21, value_loss=0.4, explained_variance=-2.0),
+    ]
     (finding,) = detect(history)
     assert finding.code == "value_divergence" and finding.severity == "critical"
     assert finding.values["ratio"] == pytest.approx(100.0)
     # a single spike that falls back is not divergence
-    blip = [*history[:20], healthy_row(20, value_loss=0.4), healthy_row(21, value_loss=0.004)]
+    blip = [*history[:20], healthy_row(20, value_loss=0.4, explained_variance=-1.0), healthy_row(21, value_loss=0.004)]
     assert codes(blip) == []
+    # the same loss curve while explained variance holds: the returns changed scale (learning)
+    learning = [*history[:20], healthy_row(20, value_loss=0.1), healthy_row(21, value_loss=0.4)]
+    assert codes(learning) == []
+    # from a converged critic's noise floor back to early-training levels: not divergence
+    early = [healthy_row(i, value_loss=1.0) for i in range(10)]
+    settled = [healthy_row(10 + i, value_loss=3e-5) for i in range(12)]
+    back_up = [healthy_row(22, value_loss=0.005), healthy_row(23, value_loss=0.008)]
+    assert codes(early + settled + back_up) == []
     # sustained but not growing, only 10-20x: a warning
-    sustained = [*history[:20], healthy_row(20, value_loss=0.06), healthy_row(21, value_loss=0.05)]
+    sustained = [
+        *history[:20],
+        healthy_row(20, value_loss=0.06, explained_variance=0.3),
+        healthy_row(21, value_loss=0.05, explained_variance=0.4),
+    ]
     assert [(f.code, f.severity) for f in detect(sustained)] == [("value_divergence", "warning")]
 
 
 def test_reward_collapse():
     rising = [healthy_row(i, ep_rew_mean=-1200.0 + 50.0 * i) for i in range(20)]  # up to -250
-    collapsed = [*rising, healthy_row(20, ep_rew_mean=-900.0)]  # lost 650 of 950 gained
+    collapsed = [*rising, healthy_row(20, ep_rew_mean=-1000.0), healthy_row(21, ep_rew_mean=-1050.0)]  # lost 800 of 950
     (finding,) = detect(collapsed)
     assert finding.code == "reward_collapse" and finding.severity == "critical"
-    assert finding.values["fraction_lost"] == pytest.approx(650 / 950)
-    assert codes([*rising, healthy_row(20, ep_rew_mean=-500.0)]) == []  # lost 26%
+    assert finding.values["fraction_lost"] == pytest.approx(800 / 950)
+    assert codes(collapsed[:-1]) == []  # one update down is a dip, not yet a collapse
+    assert codes([*rising, healthy_row(20, ep_rew_mean=-500.0), healthy_row(21, ep_rew_mean=-600.0)]) == []  # lost 37%
 
 
 def test_entropy_collapse():
