@@ -17,7 +17,12 @@ STEPS ?=
 SEED ?= 0
 ARGS ?=
 
-.PHONY: install train test lint format type pytest test-sb3 bench-overhead clean
+# make tune (ENV defaults to CartPole-v1 here: a study that finishes in a few minutes)
+TRIALS ?= 8
+WORKERS ?= 2
+TUNE_ENV = $(if $(filter command line environment,$(origin ENV)),$(ENV),CartPole-v1)
+
+.PHONY: install train tune test lint format type pytest test-sb3 bench-overhead clean
 
 install: $(STAMP)
 
@@ -30,6 +35,9 @@ $(STAMP): pyproject.toml
 
 train: $(STAMP)
 	$(BIN)/sb3-safe train --env $(ENV) --profile $(PROFILE) --seed $(SEED) $(if $(STEPS),--timesteps $(STEPS)) $(ARGS)
+
+tune: $(STAMP)
+	$(BIN)/sb3-safe tune --env $(TUNE_ENV) --profile $(PROFILE) --trials $(TRIALS) --workers $(WORKERS) $(if $(STEPS),--timesteps $(STEPS)) $(ARGS)
 
 test: lint type pytest test-sb3
 

@@ -83,12 +83,41 @@ def _add_diagnose(subparsers: argparse._SubParsersAction) -> None:  # type: igno
     p.add_argument("--target-kl", type=float, help="the run's target_kl, for kl_spike (default: from config.yml)")
 
 
+def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "tune",
+        help="search hyperparameters with Optuna",
+        description="Tune a profile block with Optuna: several seeds per trial, a stability-aware objective, worker processes "
+        "on one SQLite, PostgreSQL, MySQL or journal study.",
+    )
+    p.add_argument("--env", default="CartPole-v1", help="Gymnasium id (default: %(default)s)")
+    p.add_argument("--profile", default="safe", help="profile whose block the searched values go into (default: %(default)s)")
+    p.add_argument("--trials", type=_positive_int, default=8, help="total trials in the study (default: %(default)s)")
+    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--timesteps", type=_positive_int, default=20_000, help="steps per seed and trial (default: %(default)s)")
+    p.add_argument("--seeds-per-trial", type=_positive_int, default=2, help="seeds per trial (default: %(default)s)")
+    p.add_argument("--n-evaluations", type=_positive_int, default=5, help="evaluations per seed (default: %(default)s)")
+    p.add_argument("--eval-episodes", type=_positive_int, default=5, help="episodes per evaluation (default: %(default)s)")
+    p.add_argument("--trial-timeout", type=float, help="prune a trial that runs longer than this many seconds")
+    p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default: %(default)s)")
+    p.add_argument("--storage", help="Optuna storage URL or .log journal file (default: sqlite in --out)")
+    p.add_argument("--study-name", help="study name (default: <env>-<profile>)")
+    p.add_argument("--sampler", choices=("tpe", "random", "cmaes"), default="tpe", help="(default: %(default)s)")
+    p.add_argument("--pruner", choices=("median", "halving", "none"), default="median", help="(default: %(default)s)")
+    p.add_argument("--space", type=Path, help="search-space YAML (default: hyperparams/spaces/safe_ppo.yml)")
+    p.add_argument("--out", type=Path, help="output folder (default: tune-results/<study name>)")
+    p.add_argument("--seed", type=int, default=0, help="first seed of each trial (default: %(default)s)")
+    p.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats (default: %(default)s)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sb3-safe", description="PPO training that does not collapse.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_eval(subparsers)
     _add_diagnose(subparsers)
+    _add_tune(subparsers)
     return parser
 
 
@@ -151,6 +180,47 @@ def _diagnose(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune(args: argparse.Namespace) -> int:
+    import optuna
+
+    from sb3_safe.config import parse_overrides
+    from sb3_safe.envs import check_env_id
+    from sb3_safe.tuning import ObjectiveSettings, TuneSettings, load_space, run_tuning
+    from sb3_safe.tuning.report import write_report
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_env_id(args.env)
+    objective = ObjectiveSettings(
+        timesteps=args.timesteps,
+        seeds_per_trial=args.seeds_per_trial,
+        n_evaluations=args.n_evaluations,
+        eval_episodes=args.eval_episodes,
+        trial_timeout=args.trial_timeout,
+        seed=args.seed,
+    )
+    name = args.study_name or f"{args.env.split(':')[-1]}-{Path(args.profile).stem}"
+    settings = TuneSettings(
+        env_id=args.env,
+        profile=args.profile,
+        out=args.out or Path("tune-results") / name,
+        trials=args.trials,
+        objective=objective,
+        storage=args.storage,
+        study_name=name,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        space=args.space,
+        workers=args.workers,
+        timeout=args.timeout,
+        overrides=parse_overrides(args.overrides),
+        heartbeat_interval=args.heartbeat,
+    )
+    study = run_tuning(settings)
+    for line in write_report(study, settings, load_space(args.space)):
+        print(line)
+    return 0
+
+
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
     print(f"sb3-safe: {category.__name__}: {message}", file=sys.stderr)
 
@@ -169,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _train(args, argv)
             if args.command == "diagnose":
                 return _diagnose(args)
+            if args.command == "tune":
+                return _tune(args)
             return _eval(args)
     except ConfigError as error:
         print(f"sb3-safe: error: {error}", file=sys.stderr)

@@ -1,0 +1,206 @@
+"""
+The tuning objective: a trial's configuration trained on several seeds, scored for high and stable return.
+
+Score (maximized): over every seed, take the mean returns of its last ``last_evals``
+evaluations; the trial's value is ``mean - spread_weight * std`` of those numbers. A
+configuration that is good on one lucky seed, or whose return swings between
+evaluations, scores below one that is reliably good.
+
+Each evaluation is reported to Optuna for pruning at step ``seed_index * n_evaluations + k``,
+so every trial reports the same steps in the same order.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+import torch as th
+from stable_baselines3 import PPO
+from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
+from sb3_safe.config import TrainConfig
+from sb3_safe.envs import make_env, make_eval_env, wrap_normalize
+from sb3_safe.errors import ConfigError
+from sb3_safe.tuning.space import SearchSpace
+
+__all__ = ["ObjectiveSettings", "TrialObjective", "score"]
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings:
+    """How each trial is trained and scored."""
+
+    timesteps: int
+    seeds_per_trial: int = 2
+    n_evaluations: int = 5
+    eval_episodes: int = 5
+    last_evals: int = 2
+    spread_weight: float = 1.0
+    #: Wall-clock budget of one trial in seconds (``None``: no limit); a trial over it is pruned
+    trial_timeout: float | None = None
+    seed: int = 0
+
+
+def score(returns: list[float], spread_weight: float = 1.0) -> float:
+    """
+    :param returns: The last evaluations' mean returns of every seed
+    :param spread_weight: Weight of the standard deviation
+    :return: ``mean - spread_weight * std`` (population std; 0 for one number)
+    """
+    mean = statistics.fmean(returns)
+    spread = statistics.pstdev(returns) if len(returns) > 1 else 0.0
+    return mean - spread_weight * spread
+
+
+class _PruneTrialError(Exception):
+    """Raised inside a seed's run to end the trial as pruned, with the reason."""
+
+
+class _TrialEvalCallback(EvalCallback):
+    """EvalCallback that reports each evaluation to the trial and stops on pruning or the time budget."""
+
+    def __init__(self, trial: optuna.Trial, step_offset: int, deadline: float | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.trial = trial
+        self.step_offset = step_offset
+        self.deadline = deadline
+        self.means: list[float] = []
+        self.stop_reason: str | None = None
+
+    def _on_step(self) -> bool:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.stop_reason = "time budget exceeded"
+            return False
+        keep_going = super()._on_step()
+        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:  # an evaluation just ran
+            mean = float(self.last_mean_reward)
+            self.means.append(mean)
+            self.trial.report(mean, self.step_offset + len(self.means))
+            if not math.isfinite(mean):
+                self.stop_reason = "non-finite evaluation return"
+                return False
+            if self.trial.should_prune():
+                self.stop_reason = f"pruned at evaluation {len(self.means)} (return {mean:.4g})"
+                return False
+        return keep_going
+
+
+class TrialObjective:
+    """
+    The callable handed to ``study.optimize``.
+
+    :param base: The profile block the searched values are merged into
+    :param space: The search space
+    :param settings: Budget and scoring
+    """
+
+    def __init__(self, base: TrainConfig, space: SearchSpace, settings: ObjectiveSettings) -> None:
+        self.base = base
+        self.space = space
+        self.settings = settings
+
+    def config_for(self, trial: optuna.Trial) -> TrainConfig:
+        """The trial's configuration, or a pruned trial when the combination is invalid or too costly."""
+        overrides = self.space.sample(trial)
+        try:
+            config = self.base.with_overrides({**overrides, "n_timesteps": self.settings.timesteps})
+        except ConfigError as error:
+            raise _PruneTrialError(f"invalid configuration: {error}") from None
+        values = config.values
+        rollout = int(values.get("n_steps", 2048)) * config.n_envs
+        batch = int(values.get("batch_size", 64))
+        if batch > rollout:
+            raise _PruneTrialError(f"batch_size {batch} is larger than the rollout ({rollout})")
+        cap = self.space.max_grad_steps_per_env_step
+        work = int(values.get("n_epochs", 10)) / batch
+        if cap is not None and work > cap:
+            raise _PruneTrialError(f"n_epochs / batch_size = {work:.3g} gradient steps per env step exceeds the limit {cap:g}")
+        return config
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        th.set_num_threads(1)
+        start = time.monotonic()
+        deadline = None if self.settings.trial_timeout is None else start + self.settings.trial_timeout
+        try:
+            config = self.config_for(trial)
+            finals: list[float] = []
+            for index in range(self.settings.seeds_per_trial):
+                means = self._run_seed(trial, config, index, deadline)
+                finals.extend(means[-self.settings.last_evals :])
+        except _PruneTrialError as reason:
+            trial.set_user_attr("pruned_reason", str(reason))
+            raise optuna.TrialPruned(str(reason)) from None
+        value = score(finals, self.settings.spread_weight)
+        trial.set_user_attr("final_returns", finals)
+        trial.set_user_attr("seconds", round(time.monotonic() - start, 2))
+        return value
+
+    def _run_seed(self, trial: optuna.Trial, config: TrainConfig, index: int, deadline: float | None) -> list[float]:
+        seed = self.settings.seed + index
+        venv = wrap_normalize(make_env(config, seed), config)
+        eval_env = make_eval_env(config, seed + 1000, normalized=isinstance(venv, VecNormalize))
+        try:
+            model = config.algorithm_class(config.policy, venv, seed=seed, device="cpu", **config.algorithm_kwargs())
+        except (ValueError, AssertionError) as error:
+            raise _PruneTrialError(f"invalid configuration: {error}") from None
+        evaluations = _TrialEvalCallback(
+            trial,
+            index * self.settings.n_evaluations,
+            deadline,
+            eval_env=eval_env,
+            n_eval_episodes=self.settings.eval_episodes,
+            eval_freq=max(self.settings.timesteps // self.settings.n_evaluations // venv.num_envs, 1),
+            deterministic=True,
+            verbose=0,
+        )
+        callbacks: list[BaseCallback] = [evaluations]
+        rollback = self._health(config, callbacks)
+        try:
+            model.learn(self.settings.timesteps, callback=callbacks)
+        except (ValueError, RuntimeError, FloatingPointError) as error:  # NaN in plain PPO reaches torch's checks
+            raise _PruneTrialError(f"crashed with {type(error).__name__}: {str(error).splitlines()[0]}") from None
+        finally:
+            venv.close()
+            eval_env.close()
+        if evaluations.stop_reason is not None:
+            raise _PruneTrialError(f"seed {seed}: {evaluations.stop_reason}")
+        if rollback is not None and rollback.exhausted:
+            raise _PruneTrialError(f"seed {seed}: rollbacks exhausted ({rollback.summary})")
+        monitor = next((cb for cb in callbacks if isinstance(cb, HealthMonitorCallback)), None)
+        if rollback is None and monitor is not None and any(f.severity == "critical" for f in monitor.findings):
+            codes = sorted({f.code for f in monitor.findings if f.severity == "critical"})
+            raise _PruneTrialError(f"seed {seed}: critical health finding ({', '.join(codes)})")
+        if not evaluations.means:
+            raise _PruneTrialError(
+                f"seed {seed}: no evaluation ran (timesteps too small for {self.settings.n_evaluations} evaluations)"
+            )
+        trial.set_user_attr(f"curve_seed{index}", evaluations.means)
+        return _check_model(model, evaluations.means, seed)
+
+    @staticmethod
+    def _health(config: TrainConfig, callbacks: list[BaseCallback]) -> RollbackCallback | None:
+        health, rollback_options = config.callback_options("health"), config.callback_options("rollback")
+        if health is None and rollback_options is None:
+            return None
+        thresholds = dict(health or {})
+        quiet = int(thresholds.pop("quiet_updates", 5))
+        monitor = HealthMonitorCallback(thresholds, quiet_updates=quiet, verbose=0)
+        callbacks.append(monitor)
+        if rollback_options is None:
+            return None
+        rollback = RollbackCallback(monitor, verbose=0, **rollback_options)
+        callbacks.append(rollback)
+        return rollback
+
+
+def _check_model(model: PPO, means: list[float], seed: int) -> list[float]:
+    if not all(bool(th.isfinite(p).all()) for p in model.policy.parameters()):
+        raise _PruneTrialError(f"seed {seed}: non-finite parameters after training")
+    return means

@@ -1,0 +1,212 @@
+"""
+Studies: storage, sampler and pruner, worker processes, and what a study leaves in ``--out``.
+
+One study lives in one storage: an SQLite file in the output folder by default (nothing to
+install), any Optuna RDB URL (PostgreSQL, MySQL) to share it across machines, or a
+``.log`` journal file. ``--trials N`` is the study's total: running the same command again
+resumes it, and the same command on another machine, pointed at the same PostgreSQL URL,
+joins it. On an RDB storage each running trial sends a heartbeat; a trial whose worker died
+is marked failed after the grace period and retried once with the same parameters.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages.journal import JournalFileBackend
+from optuna.study import MaxTrialsCallback
+from optuna.trial import TrialState
+
+from sb3_safe.config import SCHEMA, load_config
+from sb3_safe.errors import ConfigError
+from sb3_safe.tuning.objective import ObjectiveSettings, TrialObjective
+from sb3_safe.tuning.space import load_space
+
+__all__ = ["PRUNERS", "SAMPLERS", "TuneSettings", "open_study", "run_tuning", "storage_url"]
+
+SAMPLERS = ("tpe", "random", "cmaes")
+PRUNERS = ("median", "halving", "none")
+_SCHEMES = ("sqlite", "postgresql", "mysql")
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """Everything a worker needs to rebuild the study and the objective (picklable)."""
+
+    env_id: str
+    profile: str
+    out: Path
+    trials: int
+    objective: ObjectiveSettings
+    storage: str | None = None
+    study_name: str | None = None
+    sampler: str = "tpe"
+    pruner: str = "median"
+    space: Path | None = None
+    workers: int = 1
+    timeout: float | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    heartbeat_interval: int = 30
+    n_startup_trials: int = 5
+
+    @property
+    def name(self) -> str:
+        return self.study_name or f"{self.env_id.split(':')[-1]}-{Path(self.profile).stem}"
+
+
+def _hide_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+def storage_url(settings: TuneSettings) -> str:
+    """:return: The storage URL (default: ``sqlite:///<out>/study.db``), checked for a known scheme"""
+    if settings.storage is None:
+        return f"sqlite:///{(settings.out / 'study.db').resolve()}"
+    url = settings.storage
+    if url.endswith(".log") and "://" not in url:
+        return url
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in _SCHEMES:
+        raise ConfigError(
+            f"--storage {_hide_password(url)!r}: unknown scheme {scheme or url!r}. Use sqlite:///path/study.db, "
+            "postgresql://user:password@127.0.0.1/db, mysql://..., or a path ending in .log (journal file)"
+        )
+    return url
+
+
+def _storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
+    url = storage_url(settings)
+    if url.endswith(".log") and "://" not in url:
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite"):
+        settings.out.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}  # several worker processes share the file
+    else:
+        engine_kwargs = {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna; they are what we want here
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return _rdb_storage(url, engine_kwargs, settings.heartbeat_interval)
+    except ImportError as error:
+        raise ConfigError(f"--storage {_hide_password(url)!r} needs a driver: {error}. pip install 'sb3-safe[tune]'") from None
+    except Exception as error:  # sqlalchemy raises OperationalError and friends on an unreachable server
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(
+            f"cannot open storage {_hide_password(url)!r}: {first}. Is the database server running and reachable, "
+            "and do the user, password and database exist?"
+        ) from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict[str, Any], heartbeat: int) -> RDBStorage:
+    return RDBStorage(
+        url,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=heartbeat,
+        grace_period=2 * heartbeat,
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+    )
+
+
+def _sampler(settings: TuneSettings) -> optuna.samplers.BaseSampler:
+    seed = settings.objective.seed + os.getpid() if settings.workers > 1 else settings.objective.seed
+    if settings.sampler == "tpe":
+        return optuna.samplers.TPESampler(n_startup_trials=settings.n_startup_trials, multivariate=True, seed=seed)
+    if settings.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    try:
+        import cmaes  # type: ignore[import-not-found]  # noqa: F401
+    except ImportError:
+        raise ConfigError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
+    return optuna.samplers.CmaEsSampler(n_startup_trials=settings.n_startup_trials, seed=seed)
+
+
+def _pruner(settings: TuneSettings) -> optuna.pruners.BasePruner:
+    evaluations = settings.objective.n_evaluations * settings.objective.seeds_per_trial
+    if settings.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=evaluations // 3)
+    if settings.pruner == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.NopPruner()
+
+
+def open_study(settings: TuneSettings) -> optuna.Study:
+    """Create the study, or load it when it exists (same name, same storage)."""
+    return optuna.create_study(
+        storage=_storage(settings),
+        study_name=settings.name,
+        sampler=_sampler(settings),
+        pruner=_pruner(settings),
+        direction="maximize",
+        load_if_exists=True,
+    )
+
+
+def finished_trials(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=_FINISHED))
+
+
+def run_worker(settings: TuneSettings) -> None:
+    """One worker: run trials on the shared study until it holds ``settings.trials`` finished trials."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(settings)
+    base = load_config(settings.profile, settings.env_id, settings.overrides)
+    objective = TrialObjective(base, load_space(settings.space), settings.objective)
+    if finished_trials(study) >= settings.trials:
+        return
+    study.optimize(
+        objective,
+        timeout=settings.timeout,
+        callbacks=[MaxTrialsCallback(settings.trials, states=(*_FINISHED, TrialState.RUNNING))],
+        gc_after_trial=True,
+    )
+
+
+def _worker_entry(settings: TuneSettings) -> None:
+    try:
+        run_worker(settings)
+    except ConfigError as error:
+        raise SystemExit(f"sb3-safe: error: {error}") from None
+
+
+def run_tuning(settings: TuneSettings) -> optuna.Study:
+    """
+    Run the study with ``settings.workers`` worker processes (one torch thread each).
+
+    Configuration, storage and search space are checked in this process first, so a bad
+    input is one error, not one per worker.
+
+    :return: The study, reloaded after the workers finished
+    """
+    load_space(settings.space)
+    base = load_config(settings.profile, settings.env_id, settings.overrides)
+    if base.algo == "ppo":
+        safe_keys = [p.key for p in load_space(settings.space).params if p.key in SCHEMA and SCHEMA[p.key].safe_only]
+        if safe_keys:
+            raise ConfigError(
+                f"the search space has SafePPO-only `{safe_keys[0]}` but the profile's algo is ppo; pass --space"
+            )
+    study = open_study(settings)
+    if settings.workers <= 1:
+        run_worker(settings)
+    else:
+        context = multiprocessing.get_context("spawn")
+        processes = [context.Process(target=_worker_entry, args=(settings,)) for _ in range(settings.workers)]
+        for process in processes:
+            process.start()
+        for process in processes:
+            process.join()
+        failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+        if failed and finished_trials(study) == 0:
+            raise ConfigError(f"every worker failed (exit codes {failed}); run with --workers 1 to see the error")
+    return optuna.load_study(study_name=settings.name, storage=_storage(settings))
