@@ -22,7 +22,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line environment,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 bench-overhead clean
+.PHONY: install train tune test lint format type pytest test-sb3 bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -69,6 +69,9 @@ test-sb3: $(STAMP)
 
 bench-overhead: $(STAMP)
 	$(PY) benchmarks/overhead.py $(ARGS)
+
+bench-tune: $(STAMP)
+	$(PY) benchmarks/tune.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache

@@ -105,6 +105,7 @@ class TrialObjective:
         self.base = base
         self.space = space
         self.settings = settings
+        self._timesteps_run = 0
 
     def config_for(self, trial: optuna.Trial) -> TrainConfig:
         """The trial's configuration, or a pruned trial when the combination is invalid or too costly."""
@@ -128,6 +129,7 @@ class TrialObjective:
         th.set_num_threads(1)
         start = time.monotonic()
         deadline = None if self.settings.trial_timeout is None else start + self.settings.trial_timeout
+        self._timesteps_run = 0
         try:
             config = self.config_for(trial)
             finals: list[float] = []
@@ -136,7 +138,9 @@ class TrialObjective:
                 finals.extend(means[-self.settings.last_evals :])
         except _PruneTrialError as reason:
             trial.set_user_attr("pruned_reason", str(reason))
+            trial.set_user_attr("timesteps_run", self._timesteps_run)
             raise optuna.TrialPruned(str(reason)) from None
+        trial.set_user_attr("timesteps_run", self._timesteps_run)
         value = score(finals, self.settings.spread_weight)
         trial.set_user_attr("final_returns", finals)
         trial.set_user_attr("seconds", round(time.monotonic() - start, 2))
@@ -167,6 +171,7 @@ class TrialObjective:
         except (ValueError, RuntimeError, FloatingPointError) as error:  # NaN in plain PPO reaches torch's checks
             raise _PruneTrialError(f"crashed with {type(error).__name__}: {str(error).splitlines()[0]}") from None
         finally:
+            self._timesteps_run += model.num_timesteps
             venv.close()
             eval_env.close()
         if evaluations.stop_reason is not None:
