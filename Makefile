@@ -22,7 +22,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line environment,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 bench bench-quick bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -69,6 +69,12 @@ test-sb3: $(STAMP)
 
 bench-overhead: $(STAMP)
 	$(PY) benchmarks/overhead.py $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/sb3-safe bench benchmarks/suites/full.yml --workers 2 $(ARGS)
+
+bench-quick: $(STAMP)
+	$(BIN)/sb3-safe bench benchmarks/suites/quick.yml --workers 2 $(ARGS)
 
 bench-tune: $(STAMP)
 	$(PY) benchmarks/tune.py $(ARGS)

@@ -246,9 +246,13 @@ class RollbackCallback(BaseCallback):
         self.monitor.on_rollout_end()
 
     def _on_training_end(self) -> None:
-        self.monitor.check()
+        # The last update can break too: leave the model in its last healthy state, not that one.
+        self._after_update()
 
     def _on_rollout_start(self) -> None:
+        self._after_update()
+
+    def _after_update(self) -> None:
         self.monitor.check()
         update_id = self.monitor._last_update_id
         if update_id is None or update_id == self._last_id:
@@ -264,13 +268,33 @@ class RollbackCallback(BaseCallback):
         # observation would make the action distribution raise (torch validates its arguments),
         # a crash no rollback could follow. The update is then reported as non_finite.
         new_obs, rewards = self.locals.get("new_obs"), self.locals.get("rewards")
+        broken = False
         if new_obs is not None and not _finite(new_obs):
             _zero_non_finite(new_obs)
             self.monitor.note("obs_finite", False)
+            broken = True
         if rewards is not None and not np.isfinite(rewards).all():
             rewards[~np.isfinite(rewards)] = 0.0
             self.monitor.note("rewards_finite", False)
+            broken = True
+        if broken:
+            self._repair_vec_normalize()
         return not self.exhausted
+
+    def _repair_vec_normalize(self) -> None:
+        """
+        VecNormalize has already folded the NaN into its running statistics: put back the healthy
+        ones now, before an evaluation syncs them or a checkpoint saves them.
+        """
+        venv = self.model.get_vec_normalize_env()
+        saved = None if self.healthy is None else self.healthy["vec_normalize"]
+        if venv is None or saved is None:
+            return
+        for name, stats in saved.items():
+            current = getattr(venv, name)
+            if not (_finite(current.mean) and _finite(current.var)):
+                setattr(venv, name, copy.deepcopy(stats))
+        venv.returns[~np.isfinite(venv.returns)] = 0.0
 
     # -- snapshots
 

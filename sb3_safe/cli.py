@@ -111,6 +111,17 @@ def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
 
 
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "bench",
+        help="compare profiles across environments, seeds and fault injections",
+        description="Run a benchmark suite (resumable), then write results.csv, summary.md and learning-curve PNGs.",
+    )
+    p.add_argument("suite", type=Path, help="suite YAML, e.g. benchmarks/suites/quick.yml")
+    p.add_argument("--out", type=Path, help="output folder (default: bench-results/<suite name>)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="worker processes (default: %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sb3-safe", description="PPO training that does not collapse.")
     subparsers = parser.add_subparsers(dest="command", required=True)
@@ -118,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(subparsers)
     _add_diagnose(subparsers)
     _add_tune(subparsers)
+    _add_bench(subparsers)
     return parser
 
 
@@ -221,6 +233,18 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from sb3_safe.bench import load_suite, markdown_table, run_suite, summarize, write_outputs
+
+    suite = load_suite(args.suite)
+    out = args.out or Path("bench-results") / suite.name
+    rows = run_suite(suite, out, args.workers)
+    plots = write_outputs(rows, out, suite)
+    print(markdown_table(summarize(rows)))
+    print(f"Results: {out / 'results.csv'}, {out / 'summary.md'}; curves: {', '.join(str(p) for p in plots)}")
+    return 0
+
+
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
     print(f"sb3-safe: {category.__name__}: {message}", file=sys.stderr)
 
@@ -241,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _diagnose(args)
             if args.command == "tune":
                 return _tune(args)
+            if args.command == "bench":
+                return _bench(args)
             return _eval(args)
     except ConfigError as error:
         print(f"sb3-safe: error: {error}", file=sys.stderr)

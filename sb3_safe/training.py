@@ -229,7 +229,9 @@ def train(
     n_envs = venv.num_envs
     eval_every = eval_freq or max(target // 20, 1)
     save_every = save_freq or max(target // 10, 1)
+    # Health first: the rollback repairs NaN observations and statistics before evaluation and checkpoints see them.
     all_callbacks: list[BaseCallback] = [
+        *[cb for cb in (monitor, rollback) if cb is not None],
         AtomicCheckpointCallback(max(save_every // n_envs, 1), run_dir / "checkpoints"),
         EvalCallback(
             eval_env,
@@ -240,7 +242,6 @@ def train(
             deterministic=True,
             verbose=0,
         ),
-        *[cb for cb in (monitor, rollback) if cb is not None],
         *callbacks,
     ]
     bar = show_progress_bar() if progress_bar is None else progress_bar

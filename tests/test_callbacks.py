@@ -159,3 +159,22 @@ def test_fault_wrappers():
     assert np.isfinite(nan.step(np.zeros(1))[0]).all()
     assert np.isnan(nan.step(np.zeros(1))[0]).all()
     assert np.isfinite(nan.step(np.zeros(1))[0]).all()
+
+
+@pytest.mark.parametrize("target", ["obs", "reward"])
+def test_safe_profile_survives_nan_with_evaluations_right_after_it(tmp_path: Path, target: str):
+    # VecNormalize folds the NaN into its statistics at once; an evaluation in the same rollout
+    # syncs them to the eval env. The rollback must repair them before that, or the eval crashes.
+    config = load_config("safe", "Pendulum-v1", {"n_timesteps": 3072, "n_envs": 2, "n_steps": 256, "batch_size": 64})
+    result = train(
+        config,
+        runs_root=tmp_path,
+        eval_freq=64,
+        n_eval_episodes=1,
+        env_wrapper=lambda e: NonFiniteInjection(e, at_step=700, target=target),  # type: ignore[arg-type]
+        progress_bar=False,
+    )
+    assert result.num_timesteps == 3072
+    assert result.rollback is not None and result.rollback.rollbacks >= 1 and not result.stopped_early
+    assert np.isfinite(result.eval_mean)
+    assert all(th.isfinite(p).all() for p in result.model.policy.parameters())

@@ -1,0 +1,362 @@
+"""
+``sb3-safe bench SUITE.yml``: several profiles, environments, seeds and fault injections, compared.
+
+A suite file::
+
+    name: quick
+    seeds: [0, 1, 2]
+    configs: {safe: safe, baseline: baseline, sb3-zoo: zoo-ppo}   # label: profile
+    envs:
+      Pendulum-v1: {timesteps: 30000, threshold: -400}
+    stresses:                                                     # optional
+      nan-reward: {fault: non_finite, at_step: 3000, target: reward, envs: [Pendulum-v1]}
+
+Every (environment, stress, config, seed) is one run, trained with :func:`sb3_safe.training.train`
+into ``<out>/runs/<env>[+stress]/<config>-s<seed>/``; runs go to ``--workers`` processes, and a
+suite that is run again skips the runs that finished (``result.json`` present).
+
+Definitions used in the table:
+
+- **crash**: training raised (for example torch rejecting a NaN action distribution).
+- **collapse**: the final evaluation return lost more than half of the best gain, i.e.
+  ``best - final > 0.5 * (best - first)`` over the run's periodic evaluations; a crashed run counts
+  as a crash, not a collapse.
+- **IQM**: interquartile mean over seeds (the mean of the middle 50%, as rliable recommends),
+  interpolated for fewer than 4 seeds as the mean of the values within the 25th-75th percentile range.
+- **time to threshold**: wall-clock seconds until an evaluation first reached the environment's
+  threshold, estimated from the run's steps per second.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import multiprocessing
+import statistics
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from sb3_safe.errors import ConfigError, did_you_mean
+from sb3_safe.faults import FAULTS, make_fault_wrapper
+
+__all__ = ["Job", "Suite", "iqm", "load_suite", "run_suite"]
+
+
+@dataclass(frozen=True)
+class Job:
+    env_id: str
+    config: str
+    profile: str
+    seed: int
+    timesteps: int
+    stress: str | None = None
+    fault: dict[str, Any] | None = None
+
+    @property
+    def env_label(self) -> str:
+        return self.env_id if self.stress is None else f"{self.env_id}+{self.stress}"
+
+    def run_dir(self, out: Path) -> Path:
+        return out / "runs" / self.env_label / f"{self.config}-s{self.seed}"
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    seeds: list[int]
+    configs: dict[str, str]
+    envs: dict[str, dict[str, Any]]
+    stresses: dict[str, dict[str, Any]] = field(default_factory=dict)
+    n_evaluations: int = 10
+    eval_episodes: int = 5
+
+    def jobs(self) -> list[Job]:
+        jobs = []
+        for env_id, spec in self.envs.items():
+            variants: list[tuple[str | None, dict[str, Any] | None]] = [(None, None)]
+            variants += [
+                (name, {k: v for k, v in stress.items() if k != "envs"})
+                for name, stress in self.stresses.items()
+                if env_id in stress.get("envs", list(self.envs))
+            ]
+            for stress_name, fault in variants:
+                for config, profile in self.configs.items():
+                    for seed in self.seeds:
+                        jobs.append(Job(env_id, config, profile, seed, int(spec["timesteps"]), stress_name, fault))
+        return jobs
+
+
+def load_suite(path: Path) -> Suite:
+    """Read and check a suite file."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"suite {str(path)!r} cannot be read: {error.strerror}") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"suite {str(path)!r} is not valid YAML: {str(error).splitlines()[0]}") from None
+    allowed = ("name", "seeds", "configs", "envs", "stresses", "n_evaluations", "eval_episodes")
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"suite {str(path)!r} must be a mapping with keys {', '.join(allowed)}")
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(f"{path}: unknown key `{key}`.{did_you_mean(str(key), allowed)} Allowed: {', '.join(allowed)}")
+    for key in ("seeds", "configs", "envs"):
+        if not data.get(key):
+            raise ConfigError(f"{path}: `{key}` is missing or empty")
+    envs = {}
+    for env_id, spec in data["envs"].items():
+        if not isinstance(spec, Mapping) or "timesteps" not in spec:
+            raise ConfigError(
+                f"{path} [envs.{env_id}]: give at least {{timesteps: N}} (and threshold: R for time to threshold)"
+            )
+        envs[str(env_id)] = dict(spec)
+    stresses = dict(data.get("stresses") or {})
+    for name, stress in stresses.items():
+        if not isinstance(stress, Mapping) or stress.get("fault") not in FAULTS:
+            fault = stress.get("fault") if isinstance(stress, Mapping) else stress
+            raise ConfigError(
+                f"{path} [stresses.{name}]: fault {fault!r} is not known.{did_you_mean(str(fault), FAULTS)} "
+                f"Use one of {', '.join(FAULTS)}"
+            )
+    return Suite(
+        name=str(data.get("name", path.stem)),
+        seeds=[int(s) for s in data["seeds"]],
+        configs={str(k): str(v) for k, v in data["configs"].items()},
+        envs=envs,
+        stresses=stresses,
+        n_evaluations=int(data.get("n_evaluations", 10)),
+        eval_episodes=int(data.get("eval_episodes", 5)),
+    )
+
+
+def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int) -> dict[str, Any]:
+    """One run, in a worker process. Never raises: a crash is a result."""
+    import torch as th
+
+    from sb3_safe.config import load_config
+    from sb3_safe.training import train
+
+    th.set_num_threads(1)
+    run_dir = job.run_dir(out)
+    record: dict[str, Any] = {"env": job.env_label, "config": job.config, "seed": job.seed, "crashed": False, "error": ""}
+    if (run_dir / "result.json").is_file():
+        return record
+    if run_dir.exists():  # an interrupted run: start it again
+        import shutil
+
+        shutil.rmtree(run_dir)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    wrapper = None
+    if job.fault is not None:
+        fault = dict(job.fault)
+        wrapper = make_fault_wrapper(fault.pop("fault"), **fault)
+    try:
+        config = load_config(job.profile, job.env_id, {"n_timesteps": job.timesteps})
+        result = train(
+            config,
+            seed=job.seed,
+            run_dir=run_dir,
+            eval_freq=max(job.timesteps // n_evaluations, 1),
+            save_freq=job.timesteps,
+            n_eval_episodes=eval_episodes,
+            progress_bar=False,
+            env_wrapper=wrapper,
+            argv=["sb3-safe", "bench", job.env_label, job.config, str(job.seed)],
+        )
+        record["stopped_early"] = result.stopped_early
+    except Exception as error:  # the point of the benchmark: record the crash, go on
+        record.update(crashed=True, error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "crash.txt").write_text(traceback.format_exc())
+        (run_dir / "result.json").write_text(json.dumps({"crashed": True, "error": record["error"]}) + "\n")
+    return record
+
+
+def _job_entry(args: tuple[Job, Path, int, int]) -> dict[str, Any]:
+    return _run_job(*args)
+
+
+def iqm(values: list[float]) -> float:
+    """Interquartile mean: the mean of the values between the 25th and 75th percentiles (inclusive)."""
+    if not values:
+        return float("nan")
+    low, high = np.percentile(values, [25, 75])
+    middle = [v for v in values if low <= v <= high]
+    return float(np.mean(middle))
+
+
+def _collect(job: Job, out: Path, threshold: float | None) -> dict[str, Any]:
+    run_dir = job.run_dir(out)
+    row: dict[str, Any] = {"env": job.env_label, "config": job.config, "seed": job.seed}
+    result = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").is_file() else {}
+    row["crashed"] = bool(result.get("crashed", False)) or not result
+    row["error"] = result.get("error", "" if result else "no result.json")
+    evaluations = run_dir / "eval" / "evaluations.npz"
+    steps: list[int] = []
+    means: list[float] = []
+    if evaluations.is_file():
+        data = np.load(evaluations)
+        steps = [int(s) for s in data["timesteps"]]
+        means = [float(np.mean(r)) for r in data["results"]]
+    row["final_return"] = result.get("eval_mean_return", float("nan"))
+    row["best_return"] = max(means) if means else float("nan")
+    row["first_return"] = means[0] if means else float("nan")
+    gain = row["best_return"] - row["first_return"]
+    final = row["final_return"]
+    row["collapsed"] = (not row["crashed"]) and math.isfinite(final) and gain > 0 and row["best_return"] - final > 0.5 * gain
+    row["steps_per_s"] = result.get("steps_per_s", float("nan"))
+    reached = next((s for s, m in zip(steps, means, strict=True) if threshold is not None and m >= threshold), None)
+    speed = row["steps_per_s"]
+    row["seconds_to_threshold"] = reached / speed if reached is not None and speed and math.isfinite(speed) else float("nan")
+    rollbacks = findings = 0
+    health = run_dir / "health.jsonl"
+    if health.is_file():
+        for line in health.read_text().splitlines():
+            event = json.loads(line)
+            rollbacks += event.get("event") == "rollback"
+            findings += event.get("event") == "finding" and event.get("severity") == "critical"
+    row["rollbacks"] = rollbacks
+    row["critical_findings"] = findings
+    row["curve_steps"] = steps
+    row["curve_means"] = means
+    return row
+
+
+def run_suite(suite: Suite, out: Path, workers: int = 1) -> list[dict[str, Any]]:
+    """
+    Run every job not yet finished, then collect all of them.
+
+    :return: One row per run (see :func:`_collect`)
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = suite.jobs()
+    todo = [job for job in jobs if not (job.run_dir(out) / "result.json").is_file()]
+    print(f"Suite {suite.name!r}: {len(jobs)} runs, {len(jobs) - len(todo)} already done, {workers} worker(s)", flush=True)
+    args = [(job, out, suite.n_evaluations, suite.eval_episodes) for job in todo]
+    if workers <= 1:
+        for i, arg in enumerate(args):
+            _report(i, len(args), _job_entry(arg))
+    else:
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for i, record in enumerate(pool.imap_unordered(_job_entry, args)):
+                _report(i, len(args), record)
+    return [_collect(job, out, suite.envs[job.env_id].get("threshold")) for job in jobs]
+
+
+def _report(index: int, total: int, record: dict[str, Any]) -> None:
+    status = f"crashed ({record['error']})" if record["crashed"] else "done"
+    print(f"[{index + 1}/{total}] {record['env']} {record['config']} seed {record['seed']}: {status}", flush=True)
+
+
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """:return: One row per (environment, config): crashes, collapses, returns over seeds, speed, rollbacks"""
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault((row["env"], row["config"]), []).append(row)
+    table = []
+    for (env, config), runs in groups.items():
+        finals = [r["final_return"] for r in runs if not r["crashed"] and math.isfinite(r["final_return"])]
+        bests = [r["best_return"] for r in runs if math.isfinite(r["best_return"])]
+        times = [r["seconds_to_threshold"] for r in runs if math.isfinite(r["seconds_to_threshold"])]
+        speeds = [
+            r["steps_per_s"] for r in runs if isinstance(r["steps_per_s"], (int, float)) and math.isfinite(r["steps_per_s"])
+        ]
+        table.append(
+            {
+                "env": env,
+                "config": config,
+                "runs": len(runs),
+                "crashes": sum(r["crashed"] for r in runs),
+                "collapses": sum(r["collapsed"] for r in runs),
+                "final_mean": statistics.fmean(finals) if finals else float("nan"),
+                "final_std": statistics.pstdev(finals) if len(finals) > 1 else 0.0 if finals else float("nan"),
+                "final_iqm": iqm(finals),
+                "best_mean": statistics.fmean(bests) if bests else float("nan"),
+                "reached_threshold": f"{len(times)}/{len(runs)}",
+                "seconds_to_threshold": statistics.median(times) if times else float("nan"),
+                "steps_per_s": statistics.fmean(speeds) if speeds else float("nan"),
+                "rollbacks": sum(r["rollbacks"] for r in runs),
+                "critical_findings": sum(r["critical_findings"] for r in runs),
+            }
+        )
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "n/a" if not math.isfinite(value) else f"{value:,.1f}"
+    return str(value)
+
+
+def markdown_table(table: list[dict[str, Any]]) -> str:
+    columns = [
+        ("env", "environment"),
+        ("config", "config"),
+        ("crashes", "crashes"),
+        ("collapses", "collapses"),
+        ("final_mean", "final return (mean)"),
+        ("final_std", "std"),
+        ("final_iqm", "IQM"),
+        ("best_mean", "best (mean)"),
+        ("reached_threshold", "reached threshold"),
+        ("seconds_to_threshold", "s to threshold (median)"),
+        ("steps_per_s", "steps/s"),
+        ("rollbacks", "rollbacks"),
+        ("critical_findings", "critical findings"),
+    ]
+    lines = ["| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row[key]) for key, _ in columns) + " |" for row in table]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(rows: list[dict[str, Any]], out: Path, suite: Suite) -> list[Path]:
+    """Write ``results.csv``, ``summary.csv``, ``summary.md`` and one learning-curve PNG per environment."""
+    plain = [{k: v for k, v in row.items() if not k.startswith("curve_")} for row in rows]
+    with open(out / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(plain[0]))
+        writer.writeheader()
+        writer.writerows(plain)
+    table = summarize(rows)
+    with open(out / "summary.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    (out / "summary.md").write_text(markdown_table(table))
+    return _plot_curves(rows, out)
+
+
+def _plot_curves(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    from sb3_safe.plots import pyplot
+
+    plt = pyplot()
+    paths = []
+    for env in dict.fromkeys(row["env"] for row in rows):
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for config in dict.fromkeys(row["config"] for row in rows):
+            curves = [r for r in rows if r["env"] == env and r["config"] == config and r["curve_means"] and not r["crashed"]]
+            if not curves:
+                continue
+            length = min(len(r["curve_means"]) for r in curves)
+            steps = curves[0]["curve_steps"][:length]
+            values = np.array([r["curve_means"][:length] for r in curves])
+            mean = values.mean(axis=0)
+            line = ax.plot(steps, mean, label=f"{config} ({len(curves)} seeds)")[0]
+            ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+        ax.set_title(f"{env}: evaluation return (mean over seeds, band: min-max; crashed runs left out)", fontsize=10)
+        ax.set_xlabel("environment steps")
+        ax.set_ylabel("mean evaluation return")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = out / f"curves-{env.replace('+', '_')}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
