@@ -3,8 +3,8 @@ Throughput of SafePPO as a ratio of SB3's PPO, measured interleaved in one proce
 
 Setting (SB3's reference figure in shared/REFERENCES.md): Pendulum-v1, 4 envs, n_steps 512,
 batch 64, 10 epochs, one torch thread, CPU. Each round trains PPO, SafePPO with defaults and
-SafePPO with every feature on, in a rotating order, for the same number of steps; the
-ratios are of the medians over rounds.
+SafePPO with every feature on, in a rotating order, for the same number of steps; each
+ratio is the median over rounds of that round's ratio to PPO. Speed is steps per CPU-second of this process.
 
 Usage: ``python benchmarks/overhead.py [--rounds N] [--steps N]`` (``make bench-overhead``).
 """
@@ -42,16 +42,18 @@ CONFIGS: dict[str, tuple[type[PPO], dict[str, Any]]] = {
 def steps_per_second(cls: type[PPO], kwargs: dict[str, Any], steps: int) -> float:
     env = make_vec_env("Pendulum-v1", n_envs=4, seed=0)
     model = cls("MlpPolicy", env, **COMMON, **kwargs)
-    start = time.perf_counter()
+    # CPU time of this process (single-threaded: torch has 1 thread, DummyVecEnv steps in-process):
+    # steadier than wall time when anything else runs on the machine.
+    start = time.process_time()
     model.learn(steps)
-    elapsed = time.perf_counter() - start
+    elapsed = time.process_time() - start
     env.close()
     return model.num_timesteps / elapsed
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--steps", type=int, default=4 * 2048)
     args = parser.parse_args(argv)
     th.set_num_threads(1)

@@ -104,7 +104,7 @@ def test_unknown_value_loss_is_rejected():
 
 @pytest.mark.parametrize("kind", ["mse", "huber", "blend"])
 def test_clipped_loss_equals_explicit_max_form_with_gradients(kind: losses.ValueLossKind):
-    # value_error picks the larger error once; check against max(loss(v), loss(v_clipped)) spelled out.
+    # The fused loss picks the larger error once; check it against max(loss(v), loss(v_clipped)) spelled out.
     gen = th.Generator().manual_seed(1)
     values = (th.randn(256, generator=gen, dtype=th.float64) * 3).requires_grad_()
     old, returns = th.randn(256, generator=gen, dtype=th.float64) * 3, th.randn(256, generator=gen, dtype=th.float64) * 3
