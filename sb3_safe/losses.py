@@ -104,7 +104,7 @@ class _FusedValueLoss(th.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, values: th.Tensor, old_values: th.Tensor, returns: th.Tensor, kind: str, clip: float | None, delta: float
     ) -> th.Tensor:
         error = values - returns
@@ -130,7 +130,7 @@ class _FusedValueLoss(th.autograd.Function):
         return elementwise.mean()
 
     @staticmethod
-    def backward(ctx: Any, grad_output: th.Tensor) -> tuple[th.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_output: th.Tensor) -> tuple[th.Tensor | None, ...]:
         (grad,) = ctx.saved_tensors
         return grad * grad_output, None, None, None, None, None
 
@@ -173,5 +173,5 @@ def value_loss(
         return F.mse_loss(returns, values)
     if kind == "huber" and clip_range_vf is None:
         return F.huber_loss(values, returns, delta=huber_delta)
-    loss: th.Tensor = _FusedValueLoss.apply(values, old_values, returns, kind, clip_range_vf, huber_delta)
+    loss: th.Tensor = _FusedValueLoss.apply(values, old_values, returns, kind, clip_range_vf, huber_delta)  # type: ignore[no-untyped-call]
     return loss
