@@ -47,15 +47,19 @@ def run(
 
 def summary(study: optuna.Study, seconds: float, budget: int) -> str:
     trials = study.get_trials(deepcopy=False)
-    pruned = [t for t in trials if t.state == TrialState.PRUNED]
-    run_steps = sum(int(t.user_attrs.get("timesteps_run", 0)) for t in trials)
-    saved = budget * len(trials) - run_steps
-    durations = [t.duration.total_seconds() for t in trials if t.duration is not None]
-    best = f"{study.best_value:.1f}" if any(t.state == TrialState.COMPLETE for t in trials) else "n/a"
+    rejected = [t for t in trials if t.user_attrs.get("invalid")]
+    counted = [t for t in trials if not t.user_attrs.get("invalid")]
+    pruned = [t for t in counted if t.state == TrialState.PRUNED]
+    run_steps = sum(int(t.user_attrs.get("timesteps_run", 0)) for t in counted)
+    # what the pruned trials would have run to completion, less what they ran before being stopped
+    saved = sum(budget - int(t.user_attrs.get("timesteps_run", 0)) for t in pruned)
+    durations = [t.duration.total_seconds() for t in counted if t.duration is not None]
+    best = f"{study.best_value:.1f}" if any(t.state == TrialState.COMPLETE for t in counted) else "n/a"
     return (
-        f"{len(trials)} trials ({len(pruned)} pruned) in {seconds:.0f} s = {60 * len(trials) / seconds:.1f} trials/min; "
-        f"median trial {statistics.median(durations):.0f} s, max {max(durations):.0f} s; "
-        f"steps saved by pruning {saved:,} of {budget * len(trials):,}; best value {best}"
+        f"{len(counted)} trials ({len(pruned)} pruned while training; {len(rejected)} more configurations rejected before "
+        f"training) in {seconds:.0f} s = {60 * len(counted) / seconds:.1f} trials/min; median trial "
+        f"{statistics.median(durations):.0f} s, max {max(durations):.0f} s; steps run {run_steps:,}, saved by pruning "
+        f"{saved:,} ({100 * saved / (budget * len(counted)):.0f}% of {budget * len(counted):,}); best value {best}"
     )
 
 

@@ -119,10 +119,20 @@ class TrialObjective:
         batch = int(values.get("batch_size", 64))
         if batch > rollout:
             raise _PruneTrialError(f"batch_size {batch} is larger than the rollout ({rollout})")
+        between = self.settings.timesteps // self.settings.n_evaluations
+        if rollout > between:
+            # learn() collects whole rollouts: such a trial would overrun its budget and update
+            # fewer times than it is evaluated.
+            raise _PruneTrialError(
+                f"rollout n_steps * n_envs = {rollout} is longer than the {between} steps between evaluations"
+            )
         cap = self.space.max_grad_steps_per_env_step
-        work = int(values.get("n_epochs", 10)) / batch
-        if cap is not None and work > cap:
-            raise _PruneTrialError(f"n_epochs / batch_size = {work:.3g} gradient steps per env step exceeds the limit {cap:g}")
+        epochs = int(values.get("n_epochs", 10))
+        if cap is not None and epochs / batch > cap:
+            raise _PruneTrialError(
+                f"n_epochs / batch_size = {epochs} / {batch} = {epochs / batch:.3g} gradient steps per env step exceeds "
+                f"the limit {cap:g}"
+            )
         return config
 
     def __call__(self, trial: optuna.Trial) -> float:
@@ -132,6 +142,12 @@ class TrialObjective:
         self._timesteps_run = 0
         try:
             config = self.config_for(trial)
+        except _PruneTrialError as reason:
+            # Rejected before training: it costs nothing, so it does not count against --trials.
+            trial.set_user_attr("pruned_reason", str(reason))
+            trial.set_user_attr("invalid", True)
+            raise optuna.TrialPruned(str(reason)) from None
+        try:
             finals: list[float] = []
             for index in range(self.settings.seeds_per_trial):
                 means = self._run_seed(trial, config, index, deadline)

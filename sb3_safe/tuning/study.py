@@ -22,7 +22,6 @@ from typing import Any
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
-from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 
 from sb3_safe.config import SCHEMA, load_config
@@ -152,8 +151,32 @@ def open_study(settings: TuneSettings) -> optuna.Study:
     )
 
 
-def finished_trials(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=_FINISHED))
+def counted_trials(study: optuna.Study, running: bool = False) -> int:
+    """Trials that count against ``--trials``: finished (or running) ones that were not rejected before training."""
+    states = (*_FINISHED, TrialState.RUNNING) if running else _FINISHED
+    return sum(not t.user_attrs.get("invalid") for t in study.get_trials(deepcopy=False, states=states))
+
+
+class TrialBudget:
+    """
+    Stop a worker once the study holds ``n_trials`` counted trials (Optuna's ``MaxTrialsCallback``
+    would also count the configurations rejected before training, which cost nothing).
+
+    :param n_trials: Trials that count
+    :param max_rejected: Stop anyway after this many rejected configurations (a space whose
+        combinations are almost all invalid would otherwise never end)
+    """
+
+    def __init__(self, n_trials: int, max_rejected: int) -> None:
+        self.n_trials = n_trials
+        self.max_rejected = max_rejected
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        rejected = sum(
+            bool(t.user_attrs.get("invalid")) for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+        )
+        if counted_trials(study, running=True) >= self.n_trials or rejected >= self.max_rejected:
+            study.stop()
 
 
 def run_worker(settings: TuneSettings) -> None:
@@ -162,12 +185,12 @@ def run_worker(settings: TuneSettings) -> None:
     study = open_study(settings)
     base = load_config(settings.profile, settings.env_id, settings.overrides)
     objective = TrialObjective(base, load_space(settings.space), settings.objective)
-    if finished_trials(study) >= settings.trials:
+    if counted_trials(study) >= settings.trials:
         return
     study.optimize(
         objective,
         timeout=settings.timeout,
-        callbacks=[MaxTrialsCallback(settings.trials, states=(*_FINISHED, TrialState.RUNNING))],
+        callbacks=[TrialBudget(settings.trials, max_rejected=50 * settings.trials)],
         gc_after_trial=True,
     )
 
@@ -207,6 +230,6 @@ def run_tuning(settings: TuneSettings) -> optuna.Study:
         for process in processes:
             process.join()
         failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
-        if failed and finished_trials(study) == 0:
+        if failed and counted_trials(study) == 0:
             raise ConfigError(f"every worker failed (exit codes {failed}); run with --workers 1 to see the error")
     return optuna.load_study(study_name=settings.name, storage=_storage(settings))
