@@ -30,10 +30,12 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import Schedule
 
+from sb3_safe.config import TrainConfig
+from sb3_safe.errors import ConfigError
 from sb3_safe.health import SEVERITY_RANK, EpisodeTracker, Finding, Thresholds, detect
 from sb3_safe.runs import atomic_write, save_with_stats
 
-__all__ = ["HealthMonitorCallback", "RollbackCallback", "ScaledSchedule"]
+__all__ = ["HealthMonitorCallback", "RollbackCallback", "ScaledSchedule", "health_callbacks"]
 
 
 def _jsonl(path: Path | None, record: Mapping[str, Any]) -> None:
@@ -390,3 +392,37 @@ class RollbackCallback(BaseCallback):
             "The last healthy model is last_healthy_model.zip in the run folder; resume from it with "
             "--checkpoint and a lower learning_rate, or use the safe profile"
         )
+
+
+def health_callbacks(
+    config: TrainConfig, run_dir: Path | None = None, verbose: bool = True
+) -> tuple[HealthMonitorCallback | None, RollbackCallback | None]:
+    """
+    The callbacks a profile's ``health:`` and ``rollback:`` blocks ask for.
+
+    Put them before evaluation and checkpoint callbacks: the rollback repairs NaN observations
+    and statistics before those see them.
+
+    :param config: The profile block
+    :param run_dir: Folder for ``health.jsonl`` and the rollback's files (``None``: none written)
+    :param verbose: Print findings and rollbacks (findings only when ``health`` is on)
+    :return: The monitor (also when only ``rollback`` is on: a silent one feeding it) and the rollback
+    """
+    health, rollback_options = config.callback_options("health"), config.callback_options("rollback")
+    if health is None and rollback_options is None:
+        return None, None
+    thresholds = dict(health or {})
+    quiet = int(thresholds.pop("quiet_updates", 5))
+    monitor = HealthMonitorCallback(
+        thresholds,
+        log_path=None if run_dir is None else run_dir / "health.jsonl",
+        quiet_updates=quiet,
+        verbose=int(verbose and health is not None),
+    )
+    if rollback_options is None:
+        return monitor, None
+    try:
+        rollback = RollbackCallback(monitor, save_path=run_dir, verbose=int(verbose), **rollback_options)
+    except ValueError as error:
+        raise ConfigError(f"{config.where()}: rollback: {error}") from None
+    return monitor, rollback

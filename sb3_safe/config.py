@@ -396,10 +396,7 @@ def _validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, 
             )
         spec = SCHEMA.get(key)
         if spec is None:
-            raise ConfigError(
-                f"{where}: unknown key `{key}`.{did_you_mean(key, SCHEMA)} "
-                f"Allowed keys: {', '.join(SCHEMA)}. Fix the spelling or remove it"
-            )
+            raise _unknown_key(where, "", key, SCHEMA)
         values[key] = _check(key, spec, value, where)
     algo = values.get("algo", "safe_ppo")
     if algo == "ppo":
@@ -410,6 +407,14 @@ def _validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, 
             )
     _check_consistency(values, where)
     return values
+
+
+def _unknown_key(where: str, prefix: str, key: str, allowed: Iterable[str]) -> ConfigError:
+    names = list(allowed)
+    return ConfigError(
+        f"{where}: unknown key `{prefix}{key}`.{did_you_mean(key, names)} Allowed: {', '.join(prefix + n for n in names)}. "
+        "Fix the spelling or remove it"
+    )
 
 
 def _check_consistency(values: Mapping[str, Any], where: str) -> None:
@@ -514,10 +519,7 @@ def _check_normalize(value: Any, where: str) -> dict[str, Any] | bool:
     for key, item in value.items():
         kind = VEC_NORMALIZE_KEYS.get(key)
         if kind is None:
-            raise ConfigError(
-                f"{where}: unknown VecNormalize key `normalize.{key}`.{did_you_mean(key, VEC_NORMALIZE_KEYS)} "
-                f"Allowed: {', '.join(VEC_NORMALIZE_KEYS)}"
-            )
+            raise _unknown_key(where, "normalize.", key, VEC_NORMALIZE_KEYS)
         out[key] = _check(f"normalize.{key}", Spec(kind, f"VecNormalize {key}", low=0, low_open=True), item, where)
     return out
 
@@ -533,9 +535,7 @@ def _check_callback_options(key: str, value: Any, where: str) -> dict[str, Any] 
     out: dict[str, Any] = {}
     for name, item in value.items():
         if name not in allowed:
-            raise ConfigError(
-                f"{where}: unknown key `{key}.{name}`.{did_you_mean(name, allowed)} Allowed: {', '.join(allowed)}"
-            )
+            raise _unknown_key(where, f"{key}.", name, allowed)
         if isinstance(item, bool) or not isinstance(item, (int, float)) or item < 0:
             raise ConfigError(f"{where}: `{key}.{name}` = {item!r}: expected a number >= 0")
         out[name] = item
@@ -570,10 +570,7 @@ def _check_policy_kwargs(value: Any, where: str) -> dict[str, Any]:
     for key, item in value.items():
         expected = POLICY_KWARGS.get(key)
         if expected is None:
-            raise ConfigError(
-                f"{where}: unknown key `policy_kwargs.{key}`.{did_you_mean(key, POLICY_KWARGS)} "
-                f"Allowed: {', '.join(POLICY_KWARGS)}"
-            )
+            raise _unknown_key(where, "policy_kwargs.", key, POLICY_KWARGS)
         bad = ConfigError(f"{where}: `policy_kwargs.{key}` = {item!r}: expected {expected}")
         if key == "net_arch":
             out[key] = _check_net_arch(item, bad)

@@ -27,7 +27,7 @@ from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
 
 import sb3_safe
-from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
+from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback, health_callbacks
 from sb3_safe.config import TrainConfig, load_config
 from sb3_safe.envs import load_vec_normalize, make_env, make_eval_env, wrap_normalize
 from sb3_safe.errors import ConfigError
@@ -225,7 +225,7 @@ def train(
 
     normalized = isinstance(venv, VecNormalize)
     eval_env = make_eval_env(config, seed + 1000, normalized=normalized)
-    monitor, rollback = _health_callbacks(config, run_dir)
+    monitor, rollback = health_callbacks(config, run_dir)
     n_envs = venv.num_envs
     eval_every = eval_freq or max(target // 20, 1)
     save_every = save_freq or max(target // 10, 1)
@@ -268,26 +268,6 @@ def train(
     venv.close()
     eval_env.close()
     return TrainResult(run_dir, model, model.num_timesteps, mean, std, monitor, rollback)
-
-
-def _health_callbacks(config: TrainConfig, run_dir: Path) -> tuple[HealthMonitorCallback | None, RollbackCallback | None]:
-    health = config.callback_options("health")
-    rollback_options = config.callback_options("rollback")
-    monitor = None
-    if health is not None or rollback_options is not None:
-        # rollback without health: a silent monitor that only feeds the rollback
-        thresholds = dict(health or {})
-        quiet = int(thresholds.pop("quiet_updates", 5))
-        monitor = HealthMonitorCallback(
-            thresholds, log_path=run_dir / "health.jsonl", quiet_updates=quiet, verbose=int(health is not None)
-        )
-    rollback = None
-    if rollback_options is not None:
-        try:
-            rollback = RollbackCallback(monitor, save_path=run_dir, **rollback_options)
-        except ValueError as error:
-            raise ConfigError(f"{config.where()}: rollback: {error}") from None
-    return monitor, rollback
 
 
 def _evaluate(model: PPO, venv: VecEnv, episodes: int, deterministic: bool) -> tuple[float, float]:

@@ -110,7 +110,7 @@ def error_of(tmp_path: Path, block: str, env_id: str = "Pendulum-v1", overrides:
         ("policy_kwargs: {activation_fn: relux}", "`policy_kwargs.activation_fn` = 'relux': expected one of tanh"),
         ("policy_kwargs: {net_arh: [64]}", "unknown key `policy_kwargs.net_arh`. Did you mean 'net_arch'?"),
         ("policy_kwargs: {net_arch: [64, -1]}", "`policy_kwargs.net_arch` = [64, -1]: expected list of layer sizes"),
-        ("normalize: {norm_rewards: true}", "unknown VecNormalize key `normalize.norm_rewards`. Did you mean 'norm_reward'?"),
+        ("normalize: {norm_rewards: true}", "unknown key `normalize.norm_rewards`. Did you mean 'norm_reward'?"),
         ("callback: my.Callback", "`callback` (an rl-baselines3-zoo key) is not supported"),
         ("policy_kwargs: \"dict(activation_fn=__import__('os'))\"", "is not allowed. Only literals"),
         ("target_kl: null\nclip_range: null", "`clip_range` must not be null"),

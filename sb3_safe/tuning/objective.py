@@ -24,7 +24,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
+from sb3_safe.callbacks import health_callbacks
 from sb3_safe.config import TrainConfig
 from sb3_safe.envs import make_env, make_eval_env, wrap_normalize
 from sb3_safe.errors import ConfigError
@@ -180,8 +180,10 @@ class TrialObjective:
             deterministic=True,
             verbose=0,
         )
-        callbacks: list[BaseCallback] = [evaluations]
-        rollback = self._health(config, callbacks)
+        # Health first: the rollback repairs NaN observations and statistics before the evaluation syncs them.
+        monitor, rollback = health_callbacks(config, verbose=False)
+        callbacks: list[BaseCallback] = [cb for cb in (monitor, rollback) if cb is not None]
+        callbacks.append(evaluations)
         try:
             model.learn(self.settings.timesteps, callback=callbacks)
         except (ValueError, RuntimeError, FloatingPointError) as error:  # NaN in plain PPO reaches torch's checks
@@ -194,7 +196,6 @@ class TrialObjective:
             raise _PruneTrialError(f"seed {seed}: {evaluations.stop_reason}")
         if rollback is not None and rollback.exhausted:
             raise _PruneTrialError(f"seed {seed}: rollbacks exhausted ({rollback.summary})")
-        monitor = next((cb for cb in callbacks if isinstance(cb, HealthMonitorCallback)), None)
         if rollback is None and monitor is not None and any(f.severity == "critical" for f in monitor.findings):
             codes = sorted({f.code for f in monitor.findings if f.severity == "critical"})
             raise _PruneTrialError(f"seed {seed}: critical health finding ({', '.join(codes)})")
@@ -204,21 +205,6 @@ class TrialObjective:
             )
         trial.set_user_attr(f"curve_seed{index}", evaluations.means)
         return _check_model(model, evaluations.means, seed)
-
-    @staticmethod
-    def _health(config: TrainConfig, callbacks: list[BaseCallback]) -> RollbackCallback | None:
-        health, rollback_options = config.callback_options("health"), config.callback_options("rollback")
-        if health is None and rollback_options is None:
-            return None
-        thresholds = dict(health or {})
-        quiet = int(thresholds.pop("quiet_updates", 5))
-        monitor = HealthMonitorCallback(thresholds, quiet_updates=quiet, verbose=0)
-        callbacks.append(monitor)
-        if rollback_options is None:
-            return None
-        rollback = RollbackCallback(monitor, verbose=0, **rollback_options)
-        callbacks.append(rollback)
-        return rollback
 
 
 def _check_model(model: PPO, means: list[float], seed: int) -> list[float]:
