@@ -204,3 +204,10 @@ def test_two_workers_share_one_postgresql_study(tmp_path: Path):
     assert len(numbers) == len(set(numbers)) >= 4
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+
+
+@pytest.mark.parametrize(("sampler", "pruner"), [("random", "halving"), ("cmaes", "none")])
+def test_other_samplers_and_pruners(tmp_path: Path, sampler: str, pruner: str):
+    study = run_tuning(settings(tmp_path, trials=2, sampler=sampler, pruner=pruner))
+    assert len([t for t in study.trials if not t.user_attrs.get("invalid")]) == 2
+    assert isinstance(study.sampler, optuna.samplers.RandomSampler if sampler == "random" else optuna.samplers.CmaEsSampler)

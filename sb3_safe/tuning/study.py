@@ -232,4 +232,4 @@ def run_tuning(settings: TuneSettings) -> optuna.Study:
         failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
         if failed and counted_trials(study) == 0:
             raise ConfigError(f"every worker failed (exit codes {failed}); run with --workers 1 to see the error")
-    return optuna.load_study(study_name=settings.name, storage=_storage(settings))
+    return open_study(settings)  # reloaded: the workers' trials, this process's sampler and pruner
