@@ -11,6 +11,7 @@ is marked failed after the grace period and retried once with the same parameter
 
 from __future__ import annotations
 
+import importlib.util
 import multiprocessing
 import os
 import re
@@ -123,10 +124,8 @@ def _sampler(settings: TuneSettings) -> optuna.samplers.BaseSampler:
         return optuna.samplers.TPESampler(n_startup_trials=settings.n_startup_trials, multivariate=True, seed=seed)
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    try:
-        import cmaes  # type: ignore[import-not-found]  # noqa: F401
-    except ImportError:
-        raise ConfigError("--sampler cmaes needs the cmaes package: pip install cmaes") from None
+    if importlib.util.find_spec("cmaes") is None:
+        raise ConfigError("--sampler cmaes needs the cmaes package: pip install 'sb3-safe[tune]'")
     return optuna.samplers.CmaEsSampler(n_startup_trials=settings.n_startup_trials, seed=seed)
 
 
