@@ -10,9 +10,10 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.sb3-safe-installed
 
-# make train
+# make train. ENV is read from the command line only (make train ENV=...): POSIX shells use an
+# ENV environment variable for their own start-up file.
 PROFILE ?= safe
-ENV ?= Pendulum-v1
+TRAIN_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),Pendulum-v1)
 STEPS ?=
 SEED ?= 0
 ARGS ?=
@@ -20,7 +21,7 @@ ARGS ?=
 # make tune (ENV defaults to CartPole-v1 here: a study that finishes in a few minutes)
 TRIALS ?= 8
 WORKERS ?= 2
-TUNE_ENV = $(if $(filter command line environment,$(origin ENV)),$(ENV),CartPole-v1)
+TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
 .PHONY: install train tune test lint format type pytest test-sb3 bench bench-quick bench-overhead bench-tune clean
 
@@ -34,7 +35,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 train: $(STAMP)
-	$(BIN)/sb3-safe train --env $(ENV) --profile $(PROFILE) --seed $(SEED) $(if $(STEPS),--timesteps $(STEPS)) $(ARGS)
+	$(BIN)/sb3-safe train --env $(TRAIN_ENV) --profile $(PROFILE) --seed $(SEED) $(if $(STEPS),--timesteps $(STEPS)) $(ARGS)
 
 tune: $(STAMP)
 	$(BIN)/sb3-safe tune --env $(TUNE_ENV) --profile $(PROFILE) --trials $(TRIALS) --workers $(WORKERS) $(if $(STEPS),--timesteps $(STEPS)) $(ARGS)
