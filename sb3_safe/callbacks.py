@@ -340,6 +340,10 @@ class RollbackCallback(BaseCallback):
         self._candidates.clear()
         self.restore(self.healthy)
         self.monitor.forget_after(self.healthy["history_length"])
+        # The episodes in the buffer were played by the policy just thrown away: left there, they
+        # keep ep_rew_mean low and raise reward_collapse again right after the rollback.
+        self.model.ep_info_buffer.clear()
+        self.model.ep_success_buffer.clear()
         reasons = ", ".join(f.code for f in findings if f.severity == "critical")
         if self.rollbacks >= self.max_rollbacks:
             self.exhausted = True

@@ -178,3 +178,14 @@ def test_safe_profile_survives_nan_with_evaluations_right_after_it(tmp_path: Pat
     assert result.rollback is not None and result.rollback.rollbacks >= 1 and not result.stopped_early
     assert np.isfinite(result.eval_mean)
     assert all(th.isfinite(p).all() for p in result.model.policy.parameters())
+
+
+def test_rollback_forgets_the_episodes_of_the_discarded_policy():
+    model = SafePPO("MlpPolicy", "Pendulum-v1", **TINY)
+    model.learn(256)
+    rollback = RollbackCallback(verbose=0)
+    rollback.init_callback(model)
+    rollback.healthy = rollback.snapshot()
+    assert len(model.ep_info_buffer) > 0
+    rollback._roll_back([])
+    assert len(model.ep_info_buffer) == 0 and rollback.rollbacks == 1
