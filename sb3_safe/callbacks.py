@@ -342,8 +342,9 @@ class RollbackCallback(BaseCallback):
         self.monitor.forget_after(self.healthy["history_length"])
         # The episodes in the buffer were played by the policy just thrown away: left there, they
         # keep ep_rew_mean low and raise reward_collapse again right after the rollback.
-        self.model.ep_info_buffer.clear()
-        self.model.ep_success_buffer.clear()
+        for buffer in (self.model.ep_info_buffer, self.model.ep_success_buffer):
+            if buffer is not None:
+                buffer.clear()
         reasons = ", ".join(f.code for f in findings if f.severity == "critical")
         if self.rollbacks >= self.max_rollbacks:
             self.exhausted = True

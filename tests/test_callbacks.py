@@ -186,6 +186,7 @@ def test_rollback_forgets_the_episodes_of_the_discarded_policy():
     rollback = RollbackCallback(verbose=0)
     rollback.init_callback(model)
     rollback.healthy = rollback.snapshot()
-    assert len(model.ep_info_buffer) > 0
+    assert model.ep_info_buffer  # one 200-step Pendulum episode finished
     rollback._roll_back([])
-    assert len(model.ep_info_buffer) == 0 and rollback.rollbacks == 1
+    assert model.ep_info_buffer is not None and len(model.ep_info_buffer) == 0
+    assert rollback.rollbacks == 1
