@@ -122,6 +122,7 @@ class HealthMonitorCallback(BaseCallback):
         episodes = self.model.ep_info_buffer
         if episodes:
             row["ep_rew_mean"] = float(np.mean([ep["r"] for ep in episodes]))
+            row["episodes"] = float(len(episodes))
         row.update(self._rollout_flags)
         self._rollout_flags = {}
         return row

@@ -83,8 +83,11 @@ class Thresholds:
     reward_collapse_updates: int = 2
     #: ... within this many updates of its best.
     reward_collapse_window: int = 50
-    #: ... only once the gain is at least this large relative to the starting return's magnitude.
+    #: ... only once the gain is at least this large relative to the starting return's magnitude ...
     reward_collapse_min_gain: float = 0.2
+    #: ... and the mean is over at least this many episodes (``episodes`` in the row, when logged):
+    #: a mean of 3 early Hopper episodes swings by 70% without anything being wrong.
+    reward_collapse_min_episodes: int = 20
     #: entropy_collapse: std (Gaussian) or entropy (discrete) fell below this fraction of its first value ...
     entropy_collapse_fraction: float = 0.1
     #: ... within this many updates from the start.
@@ -281,6 +284,9 @@ def _reward_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | N
     start = _first(history, "ep_rew_mean")
     recent = _series(history[-t.reward_collapse_window :], "ep_rew_mean")
     if start is None or len(recent) < t.reward_collapse_updates + 1 or len(history) < 3:
+        return None
+    episodes = _get(history[-1], "episodes")
+    if episodes is not None and episodes < t.reward_collapse_min_episodes:
         return None
     current, best = recent[-1], max(recent)
     gain = best - start

@@ -121,6 +121,10 @@ def test_reward_collapse():
     assert finding.values["fraction_lost"] == pytest.approx(800 / 950)
     assert codes(collapsed[:-1]) == []  # one update down is a dip, not yet a collapse
     assert codes([*rising, healthy_row(20, ep_rew_mean=-500.0), healthy_row(21, ep_rew_mean=-600.0)]) == []  # lost 37%
+    # the same fall in a mean over 5 episodes (early training, or just after a rollback): noise, not a collapse
+    few = [*rising, healthy_row(20, ep_rew_mean=-1000.0, episodes=5.0), healthy_row(21, ep_rew_mean=-1050.0, episodes=5.0)]
+    assert codes(few) == []
+    assert codes([*few[:-1], healthy_row(21, ep_rew_mean=-1050.0, episodes=20.0)]) == ["reward_collapse"]
 
 
 def test_entropy_collapse():
