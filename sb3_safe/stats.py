@@ -13,6 +13,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from stable_baselines3.common.logger import Logger
+
 __all__ = ["TRAIN_PREFIX", "UpdateStats"]
 
 TRAIN_PREFIX = "train/"
@@ -77,17 +79,17 @@ class UpdateStats:
         """:return: The fields as a plain mapping"""
         return dataclasses.asdict(self)
 
-    def record(self, logger: object) -> None:
+    def record(self, logger: Logger) -> None:
         """
         Send every applicable field to an SB3 logger as ``train/<field>``.
 
-        :param logger: An SB3 ``Logger`` (anything with ``record(key, value, exclude)``)
+        :param logger: An SB3 ``Logger``
         """
         for name, value in self.as_dict().items():
             if value is None or name in ("timesteps", "params_finite"):
                 continue
             exclude = "tensorboard" if name in _STDOUT_ONLY else None
-            logger.record(TRAIN_PREFIX + name, value, exclude=exclude)  # type: ignore[attr-defined]
+            logger.record(TRAIN_PREFIX + name, value, exclude=exclude)
 
     @property
     def finite(self) -> bool:

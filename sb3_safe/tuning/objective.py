@@ -20,7 +20,6 @@ from typing import Any
 
 import optuna
 import torch as th
-from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.vec_env import VecNormalize
 
@@ -204,10 +203,6 @@ class TrialObjective:
                 f"seed {seed}: no evaluation ran (timesteps too small for {self.settings.n_evaluations} evaluations)"
             )
         trial.set_user_attr(f"curve_seed{index}", evaluations.means)
-        return _check_model(model, evaluations.means, seed)
-
-
-def _check_model(model: PPO, means: list[float], seed: int) -> list[float]:
-    if not all(bool(th.isfinite(p).all()) for p in model.policy.parameters()):
-        raise _PruneTrialError(f"seed {seed}: non-finite parameters after training")
-    return means
+        if not all(bool(th.isfinite(p).all()) for p in model.policy.parameters()):
+            raise _PruneTrialError(f"seed {seed}: non-finite parameters after training")
+        return evaluations.means
