@@ -32,7 +32,7 @@ from stable_baselines3.common.type_aliases import Schedule
 
 from sb3_safe.config import TrainConfig
 from sb3_safe.errors import ConfigError
-from sb3_safe.health import SEVERITY_RANK, EpisodeTracker, Finding, Thresholds, detect
+from sb3_safe.health import SEVERITY_RANK, EpisodeTracker, Finding, Thresholds, detect, gain_lost
 from sb3_safe.runs import atomic_write, save_with_stats
 
 __all__ = ["HealthMonitorCallback", "RollbackCallback", "ScaledSchedule", "health_callbacks"]
@@ -192,9 +192,16 @@ class RollbackCallback(BaseCallback):
     observation would otherwise crash the rollout in torch's action distribution) and the
     update is reported as ``non_finite``. A snapshot holds the policy's ``state_dict``
     (value-normalizer statistics included), the optimizer's state and the VecNormalize
-    statistics, copied in memory. A snapshot becomes
-    "healthy" once ``confirm_updates`` further updates passed without a critical finding,
-    so a divergence that takes two updates to show does not poison it. When the monitor
+    statistics, copied in memory. A snapshot becomes "healthy" once ``confirm_updates``
+    further updates passed without a critical finding (a divergence that takes two updates
+    to show does not poison it) and the episodes played from it onwards vouch for it: at
+    least ``confirm_episodes`` episodes that started after the snapshot, whose mean return
+    has not lost ``reward_collapse_fraction`` of the training's gain (the monitor's reward
+    collapse rule). A snapshot whose episodes collapsed is discarded. The training-episode
+    mean the monitor watches lags the policy by up to 100 episodes; the snapshot's own
+    episodes do not (on Hopper-v5 a policy that fell over at once was "healthy" by the
+    lagging mean). A snapshot still short of episodes after ``confirm_max_updates``
+    updates is confirmed on updates alone. When the monitor
     reports a critical finding (non-finite values, value divergence, reward collapse), the
     healthy snapshot is restored bit for bit, the learning rates are multiplied by
     ``lr_factor``, the environments are reset, and training goes on. The next trouble after
@@ -205,6 +212,8 @@ class RollbackCallback(BaseCallback):
     :param lr_factor: Multiply the learning rates (actor and critic) by this at each rollback
     :param max_rollbacks: Rollbacks allowed before training stops
     :param confirm_updates: Healthy updates a snapshot must survive before it can be restored
+    :param confirm_episodes: Episodes started after a snapshot that must vouch for it (0: updates alone)
+    :param confirm_max_updates: Updates after which a snapshot short of episodes is confirmed anyway
     :param save_path: Folder for ``last_healthy.pt`` (the healthy snapshot, rewritten as it advances)
         and ``last_healthy_model.zip`` (default: the logger's folder, if any)
     :param verbose: 1 prints each rollback
@@ -216,24 +225,34 @@ class RollbackCallback(BaseCallback):
         lr_factor: float = 0.5,
         max_rollbacks: int = 3,
         confirm_updates: int = 2,
+        confirm_episodes: int = 5,
+        confirm_max_updates: int = 10,
         save_path: str | Path | None = None,
         verbose: int = 1,
     ) -> None:
         super().__init__(verbose)
         if not 0 < lr_factor <= 1:
             raise ValueError(f"`lr_factor` must be in (0, 1], got {lr_factor!r}: it scales the learning rates down")
-        if max_rollbacks < 0 or confirm_updates < 0:
-            raise ValueError("`max_rollbacks` and `confirm_updates` must be >= 0")
+        if min(max_rollbacks, confirm_updates, confirm_episodes) < 0:
+            raise ValueError("`max_rollbacks`, `confirm_updates` and `confirm_episodes` must be >= 0")
+        if confirm_max_updates < confirm_updates:
+            raise ValueError(f"`confirm_max_updates` ({confirm_max_updates}) must be >= `confirm_updates` ({confirm_updates})")
         self.monitor = monitor or HealthMonitorCallback(verbose=0)
         self.lr_factor = lr_factor
         self.max_rollbacks = max_rollbacks
         self.confirm_updates = confirm_updates
+        self.confirm_episodes = confirm_episodes
+        self.confirm_max_updates = confirm_max_updates
         self.save_path = None if save_path is None else Path(save_path)
         self.rollbacks = 0
         self.exhausted = False
         self.healthy: dict[str, Any] | None = None
         self._candidates: deque[dict[str, Any]] = deque()
         self._last_id: int | None = None
+        # Global timestep at which each environment's current episode started (-1: before training),
+        # and (start, return) of the episodes finished since the oldest candidate was taken.
+        self._episode_start = np.zeros(0, dtype=np.int64)
+        self._episodes: list[tuple[int, float]] = []
 
     def _init_callback(self) -> None:
         if getattr(self.monitor, "model", None) is None:
@@ -243,6 +262,8 @@ class RollbackCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self.healthy = self.snapshot()
+        starts = np.asarray(self.model._last_episode_starts, dtype=bool)
+        self._episode_start = np.where(starts, self.num_timesteps, -1).astype(np.int64)
 
     def _on_rollout_end(self) -> None:
         # Idempotent: harmless when the monitor is also in the callback list, needed when it is not.
@@ -282,6 +303,14 @@ class RollbackCallback(BaseCallback):
             broken = True
         if broken:
             self._repair_vec_normalize()
+        dones = self.locals.get("dones")
+        if dones is not None and dones.any() and len(self._episode_start) == len(dones):
+            infos = self.locals.get("infos") or [{}] * len(dones)
+            for env_index in np.flatnonzero(dones):
+                episode = infos[env_index].get("episode")
+                if episode is not None:
+                    self._episodes.append((int(self._episode_start[env_index]), float(episode["r"])))
+                self._episode_start[env_index] = self.num_timesteps
         return not self.exhausted
 
     def _repair_vec_normalize(self) -> None:
@@ -328,11 +357,34 @@ class RollbackCallback(BaseCallback):
 
     def _advance(self) -> None:
         self._candidates.append(self.snapshot())
-        if len(self._candidates) > self.confirm_updates:
-            self.healthy = self._candidates.popleft()
-            if self.save_path is not None:
-                healthy = self.healthy
-                atomic_write(self.save_path / "last_healthy.pt", lambda path: th.save(healthy, path))
+        promoted = False
+        while len(self._candidates) > self.confirm_updates:
+            verdict = self._vouched(self._candidates[0], age=len(self._candidates) - 1)
+            if verdict is None:
+                break
+            candidate = self._candidates.popleft()
+            if verdict:
+                self.healthy, promoted = candidate, True
+        oldest = self._candidates[0]["timesteps"] if self._candidates else self.num_timesteps
+        self._episodes = [episode for episode in self._episodes if episode[0] >= oldest]
+        if promoted and self.save_path is not None:
+            healthy = self.healthy
+            atomic_write(self.save_path / "last_healthy.pt", lambda path: th.save(healthy, path))
+
+    def _vouched(self, candidate: Mapping[str, Any], age: int) -> bool | None:
+        """
+        Judge a candidate snapshot by the episodes that started after it.
+
+        :return: Whether it is healthy, or ``None`` while too few of its episodes finished
+        """
+        if self.confirm_episodes == 0:
+            return True
+        returns = [ret for start, ret in self._episodes if start >= candidate["timesteps"]]
+        if len(returns) < self.confirm_episodes:
+            return True if age >= self.confirm_max_updates else None
+        thresholds = self.monitor.thresholds
+        lost = gain_lost(self.monitor.history, float(np.mean(returns)), thresholds)
+        return lost is None or lost < thresholds.reward_collapse_fraction
 
     # -- rollback
 
@@ -369,6 +421,8 @@ class RollbackCallback(BaseCallback):
         assert env is not None
         self.model._last_obs = env.reset()  # type: ignore[assignment]
         self.model._last_episode_starts = np.ones(env.num_envs, dtype=bool)
+        self._episode_start = np.full(env.num_envs, self.num_timesteps, dtype=np.int64)
+        self._episodes = []
         lr = self.model.lr_schedule(self.model._current_progress_remaining)
         self.logger.record("health/rollbacks", self.rollbacks)
         event = {

@@ -56,7 +56,7 @@ OPTIMIZERS: dict[str, type[optim.Optimizer]] = {"adam": optim.Adam, "adamw": opt
 #: Options of the health callbacks that profiles may set (``health:`` and ``rollback:`` blocks).
 CALLBACK_OPTIONS: dict[str, tuple[str, ...]] = {
     "health": (*Thresholds.names(), "quiet_updates"),
-    "rollback": ("lr_factor", "max_rollbacks", "confirm_updates"),
+    "rollback": ("lr_factor", "max_rollbacks", "confirm_updates", "confirm_episodes", "confirm_max_updates"),
 }
 VEC_NORMALIZE_KEYS = {
     "norm_obs": "bool",

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["CODES", "SEVERITY_RANK", "Finding", "Thresholds", "detect", "scan"]
+__all__ = ["CODES", "SEVERITY_RANK", "Finding", "Thresholds", "detect", "gain_lost", "scan"]
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -280,27 +280,49 @@ def _value_divergence(history: Sequence[Row], t: Thresholds, target_kl: float | 
     )
 
 
-def _reward_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+def gain_lost(history: Sequence[Row], value: float, thresholds: Thresholds | None = None) -> float | None:
+    """
+    How much of what training gained in mean episode return ``value`` gives back.
+
+    The gain is the best ``ep_rew_mean`` over the last ``reward_collapse_window`` updates minus
+    the first one; 0 is the best level, 1 the starting level.
+
+    :param history: Per-update rows with ``ep_rew_mean``
+    :param value: A mean episode return to judge
+    :param thresholds: Detector thresholds (default: :class:`Thresholds`)
+    :return: The fraction of the gain lost, or ``None`` while there is no clear gain to lose
+    """
+    t = thresholds or Thresholds()
     start = _first(history, "ep_rew_mean")
     recent = _series(history[-t.reward_collapse_window :], "ep_rew_mean")
-    if start is None or len(recent) < t.reward_collapse_updates + 1 or len(history) < 3:
+    if start is None or not recent:
+        return None
+    gain = max(recent) - start
+    if gain <= t.reward_collapse_min_gain * max(abs(start), 1.0):
+        return None
+    return (max(recent) - value) / gain
+
+
+def _reward_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    recent = _series(history[-t.reward_collapse_window :], "ep_rew_mean")
+    if len(recent) < t.reward_collapse_updates + 1 or len(history) < 3:
         return None
     episodes = _get(history[-1], "episodes")
     if episodes is not None and episodes < t.reward_collapse_min_episodes:
         return None
-    current, best = recent[-1], max(recent)
-    gain = best - start
-    if gain <= t.reward_collapse_min_gain * max(abs(start), 1.0):
+    judged = [gain_lost(history, value, t) for value in recent[-t.reward_collapse_updates :]]
+    lost = [fraction for fraction in judged if fraction is not None]
+    if len(lost) < len(judged) or min(lost) < t.reward_collapse_fraction:
         return None
-    lost = (best - current) / gain
-    if any((best - value) / gain < t.reward_collapse_fraction for value in recent[-t.reward_collapse_updates :]):
-        return None
+    current, best, start = recent[-1], max(recent), _first(history, "ep_rew_mean")
+    assert start is not None  # gain_lost measured the gain from it
     return _finding(
         history,
         "reward_collapse",
         "critical",
-        {"ep_rew_mean": current, "best_ep_rew_mean": best, "start_ep_rew_mean": start, "fraction_lost": lost},
-        f"Mean episode return fell from {best:.4g} to {current:.4g}, losing {100 * lost:.0f}% of what training had gained.",
+        {"ep_rew_mean": current, "best_ep_rew_mean": best, "start_ep_rew_mean": start, "fraction_lost": lost[-1]},
+        f"Mean episode return fell from {best:.4g} to {current:.4g}, losing {100 * lost[-1]:.0f}% of what training "
+        "had gained.",
         "Roll back to the checkpoint at the best return, then lower learning_rate (x0.3), set target_kl: 0.015 with "
         "kl_stop: epoch, and max_grad_norm: 0.5.",
     )

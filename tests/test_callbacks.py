@@ -190,3 +190,69 @@ def test_rollback_forgets_the_episodes_of_the_discarded_policy():
     rollback._roll_back([])
     assert model.ep_info_buffer is not None and len(model.ep_info_buffer) == 0
     assert rollback.rollbacks == 1
+
+
+class TestSnapshotsVouchedForByTheirEpisodes:
+    """A snapshot becomes the rollback target only once episodes played from it onwards look healthy."""
+
+    @staticmethod
+    def setup(**options: Any) -> tuple[SafePPO, RollbackCallback]:
+        model = SafePPO("MlpPolicy", make_vec_env("Pendulum-v1", n_envs=2, seed=0), **TINY)
+        monitor = HealthMonitorCallback(verbose=0)
+        rollback = RollbackCallback(monitor, confirm_updates=0, verbose=0, **options)
+        model._setup_learn(0)
+        rollback.init_callback(model)
+        rollback.on_training_start({}, {})
+        # training went from -1000 to -200: a gain of 800
+        monitor.history = [{"ep_rew_mean": -1000.0 + 100.0 * i, "episodes": 50.0} for i in range(9)]
+        return model, rollback
+
+    @staticmethod
+    def finish_episodes(model: SafePPO, rollback: RollbackCallback, returns: list[float]) -> None:
+        for ret in returns:  # env 0 finishes an episode every 200 steps
+            model.num_timesteps += 2 * 200
+            rollback.locals = {"dones": np.array([True, False]), "infos": [{"episode": {"r": ret, "l": 200}}, {}]}
+            rollback.on_step()
+
+    def test_collapsed_episodes_discard_the_snapshot(self):
+        model, rollback = self.setup(confirm_episodes=2)
+        model.num_timesteps = 1000
+        rollback._advance()  # candidate at step 1000, waiting for episodes
+        assert rollback.healthy is not None and rollback.healthy["timesteps"] == 0
+        # the first episode started at step 0, before the candidate: it does not count
+        self.finish_episodes(model, rollback, [-210.0, -950.0, -900.0])
+        rollback._advance()  # mean -925 lost 91% of the gain: the step-1000 candidate is thrown away
+        assert rollback.healthy["timesteps"] == 0
+        self.finish_episodes(model, rollback, [-300.0, -250.0])
+        rollback._advance()  # the candidate at 2200 has two episodes at -275 (9% lost): healthy
+        assert rollback.healthy["timesteps"] == 2200
+
+    def test_healthy_episodes_promote_the_snapshot(self):
+        model, rollback = self.setup(confirm_episodes=2)
+        model.num_timesteps = 1000
+        rollback._advance()
+        self.finish_episodes(model, rollback, [-1000.0, -400.0, -350.0])
+        rollback._advance()
+        assert rollback.healthy is not None and rollback.healthy["timesteps"] == 1000
+
+    def test_without_episodes_a_snapshot_is_confirmed_after_confirm_max_updates(self):
+        model, rollback = self.setup(confirm_episodes=2, confirm_max_updates=3)
+        for update in range(1, 4):
+            model.num_timesteps = 100 * update
+            rollback._advance()
+            assert rollback.healthy is not None and rollback.healthy["timesteps"] == 0
+        model.num_timesteps = 400
+        rollback._advance()  # the step-100 candidate has waited 3 updates
+        assert rollback.healthy is not None and rollback.healthy["timesteps"] == 100
+
+    def test_confirm_episodes_zero_is_updates_alone(self):
+        model, rollback = self.setup(confirm_episodes=0)
+        model.num_timesteps = 100
+        rollback._advance()
+        assert rollback.healthy is not None and rollback.healthy["timesteps"] == 100
+
+    def test_bad_confirm_options(self):
+        with pytest.raises(ValueError, match="confirm_max_updates"):
+            RollbackCallback(confirm_updates=4, confirm_max_updates=2)
+        with pytest.raises(ValueError, match="confirm_episodes"):
+            RollbackCallback(confirm_episodes=-1)
