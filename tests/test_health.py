@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from sb3_safe.health import CODES, Thresholds, detect, scan
+from sb3_safe.health import CODES, Thresholds, detect, gain_lost, scan
 
 
 def healthy_row(i: int, **changes: float) -> dict[str, float]:
@@ -125,6 +125,18 @@ def test_reward_collapse():
     few = [*rising, healthy_row(20, ep_rew_mean=-1000.0, episodes=5.0), healthy_row(21, ep_rew_mean=-1050.0, episodes=5.0)]
     assert codes(few) == []
     assert codes([*few[:-1], healthy_row(21, ep_rew_mean=-1050.0, episodes=20.0)]) == ["reward_collapse"]
+
+
+def test_gain_lost():
+    rising = [healthy_row(i, ep_rew_mean=-1200.0 + 50.0 * i) for i in range(20)]  # -1200 up to -250: gain 950
+    assert gain_lost(rising, -250.0) == 0.0
+    assert gain_lost(rising, -725.0) == pytest.approx(0.5)
+    assert gain_lost(rising, -1200.0) == pytest.approx(1.0)
+    flat = [healthy_row(i, ep_rew_mean=-1200.0 + i) for i in range(20)]  # gained 19 of 1200: nothing to lose yet
+    assert gain_lost(flat, -1500.0) is None
+    assert gain_lost([healthy_row(0)], -1500.0) is None  # one update: no gain yet
+    no_returns = [{k: v for k, v in healthy_row(i).items() if k != "ep_rew_mean"} for i in range(3)]
+    assert gain_lost(no_returns, -1500.0) is None
 
 
 def test_entropy_collapse():
