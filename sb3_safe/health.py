@@ -235,22 +235,47 @@ def _value_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | No
     )
 
 
-def _value_divergence(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
-    losses = [_get(row, "value_loss") for row in history]
+def _loss_ratios(losses: Sequence[float | None], t: Thresholds) -> list[float] | None:
+    """:return: The last ``divergence_updates`` losses over their reference level, or ``None`` (too few, or no level)"""
     finite = [v for v in losses if v is not None and math.isfinite(v)]
     if len(finite) < t.divergence_window + t.divergence_updates:
         return None
-    recent = finite[-t.divergence_updates :]
     reference = max(
         statistics.median(finite[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates]),
         t.divergence_floor * max(finite[: t.divergence_window]),
     )
-    if reference <= 0:
+    return None if reference <= 0 else [v / reference for v in finite[-t.divergence_updates :]]
+
+
+def _spread_scaled_losses(history: Sequence[Row]) -> list[float | None] | None:
+    """
+    Value losses divided by the variance of their rollout's return targets (about
+    ``1 - explained_variance`` for a squared error), or ``None`` unless every row has the spread.
+    """
+    losses = [_get(row, "value_loss") for row in history]
+    spreads = [_get(row, "returns_std") for row in history]
+    if not all(s is not None and s > 0 for loss, s in zip(losses, spreads, strict=True) if loss is not None):
         return None
-    ratios = [v / reference for v in recent]
-    if min(ratios) < t.divergence_factor:
+    return [None if loss is None or not s else loss / s**2 for loss, s in zip(losses, spreads, strict=True)]
+
+
+def _value_divergence(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    # A spike must show in the raw loss and, when the return spread is logged, in the loss relative
+    # to it. Raw alone misleads when the spread changes: rollouts in which no episode ends (Hopper
+    # standing through 1,000-step episodes, 512-step rollouts) have near-constant targets and a
+    # tiny loss, and the next rollout with an episode end reads as a 100x spike. Relative alone
+    # misleads the other way: HalfCheetah's rollouts alternate between a 0.98 and a 0.4 explained
+    # variance as their return spread swings, a 20x "spike" of a well-fitted critic.
+    losses = [_get(row, "value_loss") for row in history]
+    ratios = _loss_ratios(losses, t)
+    scaled = _spread_scaled_losses(history)
+    if ratios is not None and scaled is not None:
+        scaled_ratios = _loss_ratios(scaled, t)
+        ratios = None if scaled_ratios is None else [min(a, b) for a, b in zip(ratios, scaled_ratios, strict=True)]
+    if ratios is None or min(ratios) < t.divergence_factor:
         return None
-    values = {"value_loss": recent[-1], "reference_value_loss": reference, "ratio": ratios[-1]}
+    recent = [v for v in losses if v is not None and math.isfinite(v)][-t.divergence_updates :]
+    values = {"value_loss": float(_get(history[-1], "value_loss") or 0.0), "ratio": ratios[-1]}
     ev_now = _get(history[-1], "explained_variance")
     ev_reference = _series(
         history[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates], "explained_variance"
@@ -273,7 +298,7 @@ def _value_divergence(history: Sequence[Row], t: Thresholds, target_kl: float | 
         "value_divergence",
         severity,
         values,
-        f"Value loss is {ratios[-1]:.0f}x its recent level ({recent[-1]:.3g} against {reference:.3g})"
+        f"Value loss is {ratios[-1]:.0f}x its recent level ({recent[-1]:.3g})"
         f"{' and still growing' if growing else ''}: the critic is diverging.",
         "Lower critic_learning_rate (or learning_rate) by 3-10x, set max_grad_norm: 0.5, use value_loss: huber or "
         "blend with clip_range_vf: 0.2, and normalize rewards; roll back to a checkpoint from before the spike.",

@@ -113,6 +113,50 @@ def test_value_divergence():
     assert [(f.code, f.severity) for f in detect(sustained)] == [("value_divergence", "warning")]
 
 
+def test_value_loss_jump_from_rollouts_without_episode_ends_is_not_divergence():
+    # Hopper-v5 (safe profile, seed 0, steps 14,336-25,088): standing through 1,000-step episodes, most
+    # 512-step rollouts end no episode, their targets barely vary and the loss sits near 1e-3; the
+    # rollouts with an episode end have 30-100x the loss at 30-50x the return spread.
+    loss_ev_spread = [
+        (0.0011, -6.0, 0.024), (0.0028, -6.8, 0.038), (0.0012, -0.6, 0.052), (0.0034, -7.4, 0.042),
+        (0.0009, -17.0, 0.013), (0.0028, -12.3, 0.031), (0.0004, -16.8, 0.011), (0.0021, -6.7, 0.037),
+        (0.0004, -9.1, 0.012), (1.1986, 0.03, 1.654), (0.8765, 0.25, 1.036), (0.5206, 0.11, 0.835),
+        (0.2786, 0.53, 1.273), (0.0091, -17.0, 0.058), (0.0390, 0.51, 0.557), (0.0334, -1.8, 0.219),
+        (0.0148, -4.6, 0.098), (0.0014, -1.3, 0.053), (0.0050, -6.9, 0.049), (0.0007, -3.8, 0.019),
+        (0.3219, 0.04, 0.967), (1.0589, -0.21, 0.678),
+    ]  # fmt: skip
+    rows = [
+        healthy_row(i, value_loss=loss, explained_variance=ev, returns_std=spread)
+        for i, (loss, ev, spread) in enumerate(loss_ev_spread)
+    ]
+    assert "value_divergence" not in codes(rows)
+    # the raw losses alone (SB3's PPO logs no return spread) read as a growing 100x spike
+    raw = [{k: v for k, v in row.items() if k != "returns_std"} for row in rows]
+    assert [(f.code, f.severity) for f in detect(raw) if f.code == "value_divergence"] == [("value_divergence", "critical")]
+    # HalfCheetah-v5 (safe, seed 1, steps 80,896-90,624): a well-fitted critic whose rollouts swing between
+    # 0.98 and 0.3 explained variance as the return spread swings; the loss relative to the spread jumps
+    # 15-26x in single rollouts here (two in a row made a finding in that run), the raw loss stays within 2x
+    cheetah = [
+        (0.029, 0.98, 0.985), (0.0067, -0.18, 0.047), (0.0259, 0.97, 0.97), (0.019, 0.61, 0.242), (0.023, 0.84, 0.428),
+        (0.0145, 0.98, 0.909), (0.0159, 0.96, 0.717), (0.0143, 0.99, 1.071), (0.0112, 0.96, 0.571), (0.0088, 0.36, 0.104),
+        (0.0109, 0.61, 0.189), (0.0211, 0.98, 1.158), (0.0179, 0.98, 1.097), (0.0039, 0.99, 0.663), (0.0299, 0.96, 0.967),
+        (0.0043, 0.99, 0.738), (0.0236, -0.22, 0.173), (0.0196, 0.98, 1.184), (0.0135, 0.27, 0.173),
+    ]  # fmt: skip
+    cheetah_rows = [
+        healthy_row(i, value_loss=loss, explained_variance=ev, returns_std=spread)
+        for i, (loss, ev, spread) in enumerate(cheetah)
+    ]
+    assert "value_divergence" not in codes(cheetah_rows)
+    # the same spread with a loss that keeps growing is still divergence
+    diverging = [
+        *rows[:-2],
+        *(healthy_row(20 + i, value_loss=v, explained_variance=-3.0, returns_std=0.9) for i, v in enumerate((30.0, 200.0))),
+    ]
+    assert [(f.code, f.severity) for f in detect(diverging) if f.code == "value_divergence"] == [
+        ("value_divergence", "critical")
+    ]
+
+
 def test_reward_collapse():
     rising = [healthy_row(i, ep_rew_mean=-1200.0 + 50.0 * i) for i in range(20)]  # up to -250
     collapsed = [*rising, healthy_row(20, ep_rew_mean=-1000.0), healthy_row(21, ep_rew_mean=-1050.0)]  # lost 800 of 950
