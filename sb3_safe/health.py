@@ -92,6 +92,11 @@ class Thresholds:
     entropy_collapse_fraction: float = 0.1
     #: ... within this many updates from the start.
     entropy_collapse_updates: int = 20
+    #: no_progress: after this many updates, over at least ``reward_collapse_min_episodes`` episodes,
+    #: the mean episode return never gained ``reward_collapse_min_gain`` of its start's magnitude ...
+    no_progress_updates: int = 30
+    #: ... while exploration (std or entropy) fell below this fraction of its first value.
+    no_progress_entropy_kept: float = 0.5
     #: kl_spike: approx KL above this multiple of target_kl (or above kl_spike_absolute without one) ...
     kl_spike_factor: float = 5.0
     kl_spike_absolute: float = 0.1
@@ -199,6 +204,34 @@ def _frozen_policy(history: Sequence[Row], t: Thresholds, target_kl: float | Non
         f"{values['clip_fraction']:.1e} over {t.frozen_updates} updates while exploration is still high.",
         "Raise learning_rate (x3), check that normalize_advantage is on and adv_norm_min_std is not larger than the "
         "advantage std (train/advantages_std), and that rewards are not all equal.",
+    )
+
+
+def _no_progress(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+    returns = _series(history, "ep_rew_mean")
+    if len(history) < t.no_progress_updates or len(returns) < 2:
+        return None
+    episodes = _get(history[-1], "episodes")
+    if episodes is not None and episodes < t.reward_collapse_min_episodes:
+        return None
+    start, best = returns[0], max(returns)
+    if best - start > t.reward_collapse_min_gain * max(abs(start), 1.0):
+        return None
+    kept = _entropy_kept(history)
+    if kept is None or kept >= t.no_progress_entropy_kept:
+        return None
+    what = "std" if _first(history, "std") else "entropy"
+    return _finding(
+        history,
+        "no_progress",
+        "warning",
+        {"ep_rew_mean": returns[-1], "start_ep_rew_mean": start, "best_ep_rew_mean": best, "entropy_kept": kept},
+        f"Little progress: the mean episode return is {returns[-1]:.4g} (start {start:.4g}, best {best:.4g}) after "
+        f"{len(history)} updates, while the policy's {what} fell to {100 * kept:.0f}% of its start: exploration is "
+        "ending before the policy found what earns reward.",
+        "Keep exploring longer: lower learning_rate (x0.3) or raise ent_coef (0.01). Check that the critic keeps up "
+        "(explained variance; clip_range_vf limits how far it follows the returns per update), that the reward can be "
+        "reached (a sparse reward wants use_sde: true or longer n_steps), and that rewards are normalized.",
     )
 
 
@@ -401,6 +434,7 @@ CODES: dict[str, Detector] = {
     "frozen_policy": _frozen_policy,
     "entropy_collapse": _entropy_collapse,
     "kl_spike": _kl_spike,
+    "no_progress": _no_progress,
 }
 
 

@@ -183,6 +183,21 @@ def test_gain_lost():
     assert gain_lost(no_returns, -1500.0) is None
 
 
+def test_no_progress():
+    # Acrobot-v1 at learning_rate 1e-3: -500 (every episode times out) while the entropy falls to 40%
+    flat = [healthy_row(i, ep_rew_mean=-500.0, std=1.0 - 0.02 * i, episodes=100.0) for i in range(30)]
+    (finding,) = detect(flat)
+    assert (finding.code, finding.severity) == ("no_progress", "warning")
+    assert finding.values["entropy_kept"] == pytest.approx(0.42)
+    assert codes(flat[:-1]) == []  # 29 updates: too early to say
+    still_exploring = [{**row, "std": 1.0 - 0.01 * i} for i, row in enumerate(flat)]  # 71% kept
+    assert codes(still_exploring) == []
+    improving = [{**row, "ep_rew_mean": -500.0 + 4.0 * i} for i, row in enumerate(flat)]  # -500 -> -384: 23% gained
+    assert codes(improving) == []
+    few_episodes = [{**row, "episodes": 10.0} for row in flat]  # 1,000-step episodes, short rollouts
+    assert codes(few_episodes) == []
+
+
 def test_entropy_collapse():
     history = [healthy_row(i, std=1.0 * (0.5**i)) for i in range(5)]  # std 1 -> 0.06 in 5 updates
     assert codes(history) == ["entropy_collapse"]
@@ -206,6 +221,7 @@ def test_every_code_is_tested_here():
         "reward_collapse",
         "entropy_collapse",
         "kl_spike",
+        "no_progress",
     }
     assert set(CODES) == tested
 
