@@ -208,11 +208,8 @@ def _frozen_policy(history: Sequence[Row], t: Thresholds, target_kl: float | Non
 
 
 def _no_progress(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
-    returns = _series(history, "ep_rew_mean")
-    if len(history) < t.no_progress_updates or len(returns) < 2:
-        return None
-    episodes = _get(history[-1], "episodes")
-    if episodes is not None and episodes < t.reward_collapse_min_episodes:
+    returns = _returns(history, t)
+    if len(history) < t.no_progress_updates or len(returns) < 2 or not _enough_episodes(history[-1], t):
         return None
     start, best = returns[0], max(returns)
     if best - start > t.reward_collapse_min_gain * max(abs(start), 1.0):
@@ -338,12 +335,29 @@ def _value_divergence(history: Sequence[Row], t: Thresholds, target_kl: float | 
     )
 
 
+def _enough_episodes(row: Row, t: Thresholds) -> bool:
+    episodes = _get(row, "episodes")
+    return episodes is None or episodes >= t.reward_collapse_min_episodes
+
+
+def _returns(history: Sequence[Row], t: Thresholds) -> list[float]:
+    """
+    The mean episode returns over at least ``reward_collapse_min_episodes`` episodes: right after
+    the start or a rollback (which empties the episode buffer) a mean over one 1,000-step Hopper
+    episode is no level to measure a collapse from.
+    """
+    return [
+        v for row in history if _enough_episodes(row, t) and (v := _get(row, "ep_rew_mean")) is not None and math.isfinite(v)
+    ]
+
+
 def gain_lost(history: Sequence[Row], value: float, thresholds: Thresholds | None = None) -> float | None:
     """
     How much of what training gained in mean episode return ``value`` gives back.
 
     The gain is the best ``ep_rew_mean`` over the last ``reward_collapse_window`` updates minus
-    the first one; 0 is the best level, 1 the starting level.
+    the first one (means over fewer than ``reward_collapse_min_episodes`` episodes do not
+    count); 0 is the best level, 1 the starting level.
 
     :param history: Per-update rows with ``ep_rew_mean``
     :param value: A mean episode return to judge
@@ -351,10 +365,10 @@ def gain_lost(history: Sequence[Row], value: float, thresholds: Thresholds | Non
     :return: The fraction of the gain lost, or ``None`` while there is no clear gain to lose
     """
     t = thresholds or Thresholds()
-    start = _first(history, "ep_rew_mean")
-    recent = _series(history[-t.reward_collapse_window :], "ep_rew_mean")
-    if start is None or not recent:
+    returns, recent = _returns(history, t), _returns(history[-t.reward_collapse_window :], t)
+    if not returns or not recent:
         return None
+    start = returns[0]
     gain = max(recent) - start
     if gain <= t.reward_collapse_min_gain * max(abs(start), 1.0):
         return None
@@ -362,18 +376,14 @@ def gain_lost(history: Sequence[Row], value: float, thresholds: Thresholds | Non
 
 
 def _reward_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
-    recent = _series(history[-t.reward_collapse_window :], "ep_rew_mean")
-    if len(recent) < t.reward_collapse_updates + 1 or len(history) < 3:
-        return None
-    episodes = _get(history[-1], "episodes")
-    if episodes is not None and episodes < t.reward_collapse_min_episodes:
+    recent = _returns(history[-t.reward_collapse_window :], t)
+    if len(recent) < t.reward_collapse_updates + 1 or len(history) < 3 or not _enough_episodes(history[-1], t):
         return None
     judged = [gain_lost(history, value, t) for value in recent[-t.reward_collapse_updates :]]
     lost = [fraction for fraction in judged if fraction is not None]
     if len(lost) < len(judged) or min(lost) < t.reward_collapse_fraction:
         return None
-    current, best, start = recent[-1], max(recent), _first(history, "ep_rew_mean")
-    assert start is not None  # gain_lost measured the gain from it
+    current, best, start = recent[-1], max(recent), _returns(history, t)[0]
     return _finding(
         history,
         "reward_collapse",

@@ -168,7 +168,16 @@ def test_reward_collapse():
     # the same fall in a mean over 5 episodes (early training, or just after a rollback): noise, not a collapse
     few = [*rising, healthy_row(20, ep_rew_mean=-1000.0, episodes=5.0), healthy_row(21, ep_rew_mean=-1050.0, episodes=5.0)]
     assert codes(few) == []
-    assert codes([*few[:-1], healthy_row(21, ep_rew_mean=-1050.0, episodes=20.0)]) == ["reward_collapse"]
+    # a collapse takes two means over 20+ episodes; the 5-episode mean does not count as one of them
+    assert codes([*few[:-1], healthy_row(21, ep_rew_mean=-1050.0, episodes=20.0)]) == []
+    enough = [*few, healthy_row(22, ep_rew_mean=-1050.0, episodes=20.0), healthy_row(23, ep_rew_mean=-1060.0, episodes=25.0)]
+    assert codes(enough) == ["reward_collapse"]
+    # nor is a mean over one episode a level to collapse from (Hopper-v5 after a rollback emptied the
+    # episode buffer: one standing episode at 978, then 256 over 30 episodes)
+    standing = [healthy_row(i, ep_rew_mean=20.0 + 10.0 * i, episodes=100.0) for i in range(20)]  # up to 210
+    after_rollback = [healthy_row(20, ep_rew_mean=978.0, episodes=1.0), healthy_row(21, ep_rew_mean=978.0, episodes=1.0)]
+    lower = [healthy_row(22, ep_rew_mean=256.0, episodes=30.0), healthy_row(23, ep_rew_mean=250.0, episodes=35.0)]
+    assert codes([*standing, *after_rollback, *lower]) == []
 
 
 def test_gain_lost():
