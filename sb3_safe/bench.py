@@ -30,7 +30,6 @@ Definitions used in the table:
 from __future__ import annotations
 
 import csv
-import json
 import math
 import multiprocessing
 import statistics
@@ -45,6 +44,7 @@ import yaml
 
 from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.faults import FAULTS, make_fault_wrapper
+from sb3_safe.runs import RunFolder
 
 __all__ = ["Job", "Suite", "iqm", "load_suite", "run_suite"]
 
@@ -145,8 +145,9 @@ def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int) -> dic
 
     th.set_num_threads(1)
     run_dir = job.run_dir(out)
+    folder = RunFolder(run_dir)
     record: dict[str, Any] = {"env": job.env_label, "config": job.config, "seed": job.seed, "crashed": False, "error": ""}
-    if (run_dir / "result.json").is_file():
+    if folder.read_result() is not None:
         return record
     if run_dir.exists():  # an interrupted run: start it again
         import shutil
@@ -174,8 +175,8 @@ def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int) -> dic
     except Exception as error:  # the point of the benchmark: record the crash, go on
         record.update(crashed=True, error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "crash.txt").write_text(traceback.format_exc())
-        (run_dir / "result.json").write_text(json.dumps({"crashed": True, "error": record["error"]}) + "\n")
+        folder.crash_file.write_text(traceback.format_exc())
+        folder.write_result({"crashed": True, "error": record["error"]})
     return record
 
 
@@ -193,18 +194,12 @@ def iqm(values: list[float]) -> float:
 
 
 def _collect(job: Job, out: Path, threshold: float | None) -> dict[str, Any]:
-    run_dir = job.run_dir(out)
+    folder = RunFolder(job.run_dir(out))
     row: dict[str, Any] = {"env": job.env_label, "config": job.config, "seed": job.seed}
-    result = json.loads((run_dir / "result.json").read_text()) if (run_dir / "result.json").is_file() else {}
+    result = folder.read_result() or {}
     row["crashed"] = bool(result.get("crashed", False)) or not result
     row["error"] = result.get("error", "" if result else "no result.json")
-    evaluations = run_dir / "eval" / "evaluations.npz"
-    steps: list[int] = []
-    means: list[float] = []
-    if evaluations.is_file():
-        data = np.load(evaluations)
-        steps = [int(s) for s in data["timesteps"]]
-        means = [float(np.mean(r)) for r in data["results"]]
+    steps, means = folder.evaluations()
     row["final_return"] = result.get("eval_mean_return", float("nan"))
     row["best_return"] = max(means) if means else float("nan")
     row["first_return"] = means[0] if means else float("nan")
@@ -215,15 +210,9 @@ def _collect(job: Job, out: Path, threshold: float | None) -> dict[str, Any]:
     reached = next((s for s, m in zip(steps, means, strict=True) if threshold is not None and m >= threshold), None)
     speed = row["steps_per_s"]
     row["seconds_to_threshold"] = reached / speed if reached is not None and speed and math.isfinite(speed) else float("nan")
-    rollbacks = findings = 0
-    health = run_dir / "health.jsonl"
-    if health.is_file():
-        for line in health.read_text().splitlines():
-            event = json.loads(line)
-            rollbacks += event.get("event") == "rollback"
-            findings += event.get("event") == "finding" and event.get("severity") == "critical"
-    row["rollbacks"] = rollbacks
-    row["critical_findings"] = findings
+    events = folder.health_events()
+    row["rollbacks"] = sum(event.get("event") == "rollback" for event in events)
+    row["critical_findings"] = sum(event.get("event") == "finding" and event.get("severity") == "critical" for event in events)
     row["curve_steps"] = steps
     row["curve_means"] = means
     return row
@@ -237,7 +226,7 @@ def run_suite(suite: Suite, out: Path, workers: int = 1) -> list[dict[str, Any]]
     """
     out.mkdir(parents=True, exist_ok=True)
     jobs = suite.jobs()
-    todo = [job for job in jobs if not (job.run_dir(out) / "result.json").is_file()]
+    todo = [job for job in jobs if RunFolder(job.run_dir(out)).read_result() is None]
     print(f"Suite {suite.name!r}: {len(jobs)} runs, {len(jobs) - len(todo)} already done, {workers} worker(s)", flush=True)
     args = [(job, out, suite.n_evaluations, suite.eval_episodes) for job in todo]
     if workers <= 1:

@@ -1,21 +1,24 @@
 """
 The ``sb3-safe`` command: argument parsing and reporting only; the work is in the Python API.
 
-A user error (:class:`~sb3_safe.errors.ConfigError`) is printed as one line on stderr and
-exits with status 2, without a traceback.
+A user error (:class:`~sb3_safe.errors.UserError`: a bad profile, option, checkpoint, run
+folder or storage URL) is printed as one line on stderr and exits with status 2, without a
+traceback, before any run folder is created.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import torch as th
 
-from sb3_safe.errors import ConfigError
+from sb3_safe.errors import UserError
 
 __all__ = ["main"]
 
@@ -24,13 +27,36 @@ EXIT_USAGE = 2
 EXIT_TRAINING_FAILED = 3
 
 
-def _positive_int(text: str) -> int:
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's error form: one line on stderr, exit status 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"sb3-safe: error: {message}. See: {self.prog} --help\n")
+
+
+def _finite(text: str) -> float:
     try:
-        value = int(float(text))
+        value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1 or value != float(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """A count: ``1e5`` and ``100000`` are accepted; ``inf``, ``nan``, ``2.5`` and ``0`` are not."""
+    value = _finite(text)
+    if value < 1 or not value.is_integer():
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 1")
+    return int(value)
+
+
+def _positive_float(text: str) -> float:
+    """A duration or a level: finite and above zero."""
+    value = _finite(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number > 0")
     return value
 
 
@@ -41,7 +67,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         description="Train SafePPO (or PPO) with a profile block for one environment.",
     )
     p.add_argument("--env", default="Pendulum-v1", help="Gymnasium id, or module:EnvId-v0 (default: %(default)s)")
-    p.add_argument("--profile", default="safe", help="profile name in hyperparams/ or a YAML path (default: %(default)s)")
+    p.add_argument("--profile", default="safe", help="profile name (safe, baseline) or a YAML path (default: %(default)s)")
     p.add_argument("--timesteps", type=_positive_int, help="total environment steps (default: the profile's n_timesteps)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     p.add_argument("--n-envs", type=_positive_int, help="parallel environments (default: the profile's n_envs)")
@@ -80,7 +106,7 @@ def _add_diagnose(subparsers: argparse._SubParsersAction) -> None:  # type: igno
     p.add_argument("path", type=Path, help="run folder, progress.csv, TensorBoard event file or folder")
     p.add_argument("--json", action="store_true", help='print {"findings": [...]} as JSON instead of the report')
     p.add_argument("--plot", type=Path, metavar="OUT.png", help="draw the key metrics with the findings marked")
-    p.add_argument("--target-kl", type=float, help="the run's target_kl, for kl_spike (default: from config.yml)")
+    p.add_argument("--target-kl", type=_positive_float, help="the run's target_kl, for kl_spike (default: from config.yml)")
 
 
 def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -93,12 +119,12 @@ def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--env", default="CartPole-v1", help="Gymnasium id (default: %(default)s)")
     p.add_argument("--profile", default="safe", help="profile whose block the searched values go into (default: %(default)s)")
     p.add_argument("--trials", type=_positive_int, default=8, help="total trials in the study (default: %(default)s)")
-    p.add_argument("--timeout", type=float, help="stop starting trials after this many seconds")
+    p.add_argument("--timeout", type=_positive_float, help="stop starting trials after this many seconds")
     p.add_argument("--timesteps", type=_positive_int, default=20_000, help="steps per seed and trial (default: %(default)s)")
     p.add_argument("--seeds-per-trial", type=_positive_int, default=2, help="seeds per trial (default: %(default)s)")
     p.add_argument("--n-evaluations", type=_positive_int, default=5, help="evaluations per seed (default: %(default)s)")
     p.add_argument("--eval-episodes", type=_positive_int, default=5, help="episodes per evaluation (default: %(default)s)")
-    p.add_argument("--trial-timeout", type=float, help="prune a trial that runs longer than this many seconds")
+    p.add_argument("--trial-timeout", type=_positive_float, help="prune a trial that runs longer than this many seconds")
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default: %(default)s)")
     p.add_argument("--storage", help="Optuna storage URL or .log journal file (default: sqlite in --out)")
     p.add_argument("--study-name", help="study name (default: <env>-<profile>)")
@@ -107,7 +133,9 @@ def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--space", type=Path, help="search-space YAML (default: hyperparams/spaces/safe_ppo.yml)")
     p.add_argument("--out", type=Path, help="output folder (default: tune-results/<study name>)")
     p.add_argument("--seed", type=int, default=0, help="first seed of each trial (default: %(default)s)")
-    p.add_argument("--heartbeat", type=int, default=30, help="seconds between trial heartbeats (default: %(default)s)")
+    p.add_argument(
+        "--heartbeat", type=_positive_int, default=30, help="seconds between trial heartbeats (default: %(default)s)"
+    )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
 
 
@@ -123,7 +151,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sb3-safe", description="PPO training that does not collapse.")
+    parser = _Parser(prog="sb3-safe", description="PPO training that does not collapse.")
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_train(subparsers)
     _add_eval(subparsers)
@@ -252,7 +280,7 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *args: ob
 def main(argv: Sequence[str] | None = None) -> int:
     """
     :param argv: Arguments without the program name (default: ``sys.argv[1:]``)
-    :return: Exit status: 0 success, 2 user error
+    :return: Exit status: 0 success, 2 user error, 3 training stopped after running out of rollbacks
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -268,7 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.command == "bench":
                 return _bench(args)
             return _eval(args)
-    except ConfigError as error:
+    except UserError as error:
         print(f"sb3-safe: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

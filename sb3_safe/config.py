@@ -3,7 +3,8 @@ Profiles: per-environment YAML blocks (rl-baselines3-zoo's format), validated in
 
 A profile is a YAML file with one block per environment id and an optional ``default:``
 block; the environment's block is merged over ``default`` (mappings such as
-``policy_kwargs`` key by key). ``safe`` and ``baseline`` name the files in ``hyperparams/``;
+``policy_kwargs`` key by key). ``safe`` and ``baseline`` name the files shipped with the
+package (the repository's ``hyperparams/`` folder, installed as ``sb3_safe/hyperparams``);
 any path to a file in the same format works too, rl-baselines3-zoo's ``ppo.yml`` included.
 
 Files are read with ``yaml.safe_load`` and nothing in them is evaluated. Every key is
@@ -14,11 +15,12 @@ allowed and a fix.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,18 +30,39 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn, optim
 
+from sb3_safe.callbacks import MonitorOptions, RollbackOptions
 from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.health import Thresholds
+from sb3_safe.options import OptionError, check_mapping
 from sb3_safe.ppo import KL_STOPS, SafePPO
 from sb3_safe.zoo import parse_literal_string, parse_policy_kwargs_string
 
-__all__ = ["PROFILE_DIRS", "SCHEMA", "Spec", "TrainConfig", "find_profile", "load_config", "parse_overrides"]
+__all__ = [
+    "BUNDLED_HYPERPARAMS",
+    "PROFILE_DIRS",
+    "SCHEMA",
+    "Spec",
+    "TrainConfig",
+    "algorithm_defaults",
+    "find_profile",
+    "load_config",
+    "parse_overrides",
+]
 
-#: Where profile names (``safe``, ``baseline``) are looked up: ``$SB3_SAFE_HYPERPARAMS``, then the
-#: ``hyperparams/`` folder of the source tree this package runs from.
+
+def _bundled_hyperparams() -> Path:
+    installed = Path(__file__).resolve().parent / "hyperparams"  # a wheel: sb3_safe/hyperparams
+    return installed if installed.is_dir() else Path(__file__).resolve().parent.parent / "hyperparams"  # a source tree
+
+
+#: The profiles and search spaces shipped with sb3-safe (``safe.yml``, ``baseline.yml``, ``spaces/``).
+BUNDLED_HYPERPARAMS = _bundled_hyperparams()
+
+#: Where profile names (``safe``, ``baseline``) are looked up: the profiles shipped with the package,
+#: then ``$SB3_SAFE_HYPERPARAMS``. A path to a YAML file is used as it is.
 PROFILE_DIRS: list[Path] = [
+    BUNDLED_HYPERPARAMS,
     *([Path(os.environ["SB3_SAFE_HYPERPARAMS"])] if os.environ.get("SB3_SAFE_HYPERPARAMS") else []),
-    Path(__file__).resolve().parent.parent / "hyperparams",
 ]
 
 ALGOS: dict[str, type[PPO]] = {"safe_ppo": SafePPO, "ppo": PPO}
@@ -53,10 +76,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "selu": nn.SELU,
 }
 OPTIMIZERS: dict[str, type[optim.Optimizer]] = {"adam": optim.Adam, "adamw": optim.AdamW, "rmsprop": optim.RMSprop}
-#: Options of the health callbacks that profiles may set (``health:`` and ``rollback:`` blocks).
-CALLBACK_OPTIONS: dict[str, tuple[str, ...]] = {
-    "health": (*Thresholds.names(), "quiet_updates"),
-    "rollback": ("lr_factor", "max_rollbacks", "confirm_updates", "confirm_episodes", "confirm_max_updates"),
+#: The option classes behind the ``health:`` and ``rollback:`` blocks: their fields are the keys,
+#: their annotated types say what each accepts (:mod:`sb3_safe.options`).
+CALLBACK_OPTIONS: dict[str, tuple[type[Any], ...]] = {
+    "health": (Thresholds, MonitorOptions),
+    "rollback": (RollbackOptions,),
 }
 VEC_NORMALIZE_KEYS = {
     "norm_obs": "bool",
@@ -71,7 +95,8 @@ VEC_NORMALIZE_KEYS = {
 class Spec:
     """What one profile key accepts."""
 
-    kind: str  # float | int | bool | schedule | choice | mapping | policy_kwargs | normalize | wrappers
+    #: A key of :data:`VALIDATORS`
+    kind: str
     doc: str
     low: float | None = None
     low_open: bool = False
@@ -109,6 +134,7 @@ SCHEMA: dict[str, Spec] = {
     "frame_stack": _run("int", "VecFrameStack size", low=1, nullable=True),
     "health": _run("health", "HealthMonitorCallback: a mapping of thresholds (null or false: off)", nullable=True),
     "rollback": _run("rollback", "RollbackCallback: a mapping of its options (null or false: off)", nullable=True),
+    "guard": _run("bool", "NonFiniteGuardCallback: zero NaN/inf observations and rewards (always on with rollback)"),
     # -- SB3's PPO
     "policy": Spec("choice", "policy alias", choices=("MlpPolicy", "CnnPolicy", "MultiInputPolicy")),
     "policy_kwargs": Spec("policy_kwargs", "policy arguments (mapping, or the zoo's dict(...) string)"),
@@ -246,24 +272,37 @@ class TrainConfig:
 
     def effective_values(self) -> dict[str, Any]:
         """:return: The block with the algorithm's defaults filled in for keys it does not set"""
-        classes: list[type[PPO]] = [self.algorithm_class, PPO]
-        signatures = [inspect.signature(cls).parameters for cls in classes]
-        defaults = {
-            name: param.default
-            for parameters in signatures
-            for name, param in parameters.items()
-            if name in SCHEMA
-            and param.default is not inspect.Parameter.empty
-            and (param.default is not None or SCHEMA[name].nullable)
-        }
-        defaults.setdefault("policy", "MlpPolicy")
+        defaults = dict(algorithm_defaults(self.algo))
         defaults.update({"algo": self.algo, "n_envs": self.n_envs, "normalize": self.values.get("normalize", False)})
         return {**defaults, **self.values}
+
+    def get(self, key: str) -> Any:
+        """:return: The block's value for ``key``, or the algorithm's default (``n_steps``, ``batch_size``, ...)"""
+        return self.values[key] if key in self.values else algorithm_defaults(self.algo).get(key)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
         """:return: A new config with ``overrides`` merged in and validated again"""
         merged = _merge(dict(self.values), _canonical_block(dict(overrides), self.source, self.env_id))
         return replace(self, values=_validate(merged, self.source, self.env_id))
+
+
+@functools.cache
+def algorithm_defaults(algo: str) -> Mapping[str, Any]:
+    """
+    The defaults of the algorithm's constructor for the profile keys, read from its signature
+    (and PPO's, for the arguments a subclass passes on as ``**kwargs``): never copied by hand.
+
+    :param algo: A key of :data:`ALGOS`
+    :return: Profile key -> default
+    """
+    classes: list[type[PPO]] = [ALGOS[algo], PPO]
+    defaults: dict[str, Any] = {"policy": "MlpPolicy"}
+    for cls in reversed(classes):
+        for name, param in inspect.signature(cls).parameters.items():
+            empty = param.default is inspect.Parameter.empty
+            if name in SCHEMA and not empty and (param.default is not None or SCHEMA[name].nullable):
+                defaults[name] = param.default
+    return defaults
 
 
 def find_profile(profile: str) -> Path:
@@ -418,9 +457,10 @@ def _unknown_key(where: str, prefix: str, key: str, allowed: Iterable[str]) -> C
 
 
 def _check_consistency(values: Mapping[str, Any], where: str) -> None:
+    defaults = algorithm_defaults(values.get("algo", "safe_ppo"))
     n_envs = values.get("n_envs", 1)
-    n_steps = values.get("n_steps", 2048)
-    batch_size = values.get("batch_size", 64)
+    n_steps = values.get("n_steps", defaults["n_steps"])
+    batch_size = values.get("batch_size", defaults["batch_size"])
     rollout = n_steps * n_envs
     if batch_size > rollout:
         # A soft problem, as in SB3 (which warns): every minibatch is the whole rollout. rl-zoo's
@@ -431,7 +471,7 @@ def _check_consistency(values: Mapping[str, Any], where: str) -> None:
             f"Set batch_size <= {rollout} to say what runs, or raise n_steps",
             stacklevel=4,
         )
-    if values.get("normalize_advantage", True) and (batch_size < 2 or rollout < 2):
+    if values.get("normalize_advantage", defaults["normalize_advantage"]) and (batch_size < 2 or rollout < 2):
         raise ConfigError(
             f"{where}: `batch_size` = {batch_size} with n_steps * n_envs = {rollout}: advantage normalization needs at least "
             "2 samples per minibatch (a std of one sample is NaN). Raise batch_size or set normalize_advantage: false"
@@ -458,48 +498,51 @@ def _check(key: str, spec: Spec, value: Any, where: str) -> Any:
         if spec.nullable:
             return None
         raise ConfigError(f"{where}: `{key}` must not be null. Expected {spec.doc}")
-    if spec.kind == "float":
-        number = _number(key, value, where, spec)
+    return VALIDATORS[spec.kind](key, spec, value, where)
+
+
+def _check_float(key: str, spec: Spec, value: Any, where: str) -> float:
+    number = _number(key, value, where, spec)
+    _check_range(key, number, spec, where)
+    return number
+
+
+def _check_int(key: str, spec: Spec, value: Any, where: str) -> int:
+    number = _number(key, value, where, spec)
+    if not number.is_integer():
+        raise ConfigError(f"{where}: `{key}` = {value!r} is not a whole number. Expected {spec.doc}, {spec.range_text()}")
+    _check_range(key, number, spec, where)
+    return int(number)
+
+
+def _check_bool(key: str, spec: Spec, value: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: `{key}` = {value!r} is not true or false ({spec.doc})")
+    return value
+
+
+def _check_choice(key: str, spec: Spec, value: Any, where: str) -> Any:
+    if value not in spec.choices:
+        raise ConfigError(
+            f"{where}: `{key}` = {value!r} is not allowed.{did_you_mean(str(value), spec.choices)} Must be {spec.range_text()}"
+        )
+    return value
+
+
+def _check_schedule(key: str, spec: Spec, value: Any, where: str) -> float | str:
+    if isinstance(value, str) and value.startswith("lin_"):
+        number = _number(key, value[4:], where, spec)
         _check_range(key, number, spec, where)
-        return number
-    if spec.kind == "int":
-        number = _number(key, value, where, spec)
-        if not number.is_integer():
-            raise ConfigError(f"{where}: `{key}` = {value!r} is not a whole number. Expected {spec.doc}, {spec.range_text()}")
-        _check_range(key, number, spec, where)
-        return int(number)
-    if spec.kind == "bool":
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where}: `{key}` = {value!r} is not true or false ({spec.doc})")
-        return value
-    if spec.kind == "choice":
-        if value not in spec.choices:
-            raise ConfigError(
-                f"{where}: `{key}` = {value!r} is not allowed.{did_you_mean(str(value), spec.choices)} "
-                f"Must be {spec.range_text()}"
-            )
-        return value
-    if spec.kind == "schedule":
-        if isinstance(value, str) and value.startswith("lin_"):
-            number = _number(key, value[4:], where, spec)
-            _check_range(key, number, spec, where)
-            return f"lin_{number:g}"
-        if isinstance(value, str) and not _is_number(value):
-            raise ConfigError(f"{where}: `{key}` = {value!r} is not a number or lin_<number>. Expected {spec.doc}")
-        number = _number(key, value, where, spec)
-        _check_range(key, number, spec, where)
-        return number
-    if spec.kind == "mapping":
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: `{key}` = {value!r} is not a mapping ({spec.doc})")
-        return dict(value)
-    if spec.kind == "normalize":
-        return _check_normalize(value, where)
-    if spec.kind == "wrappers":
-        return _check_wrappers(value, where)
-    if spec.kind in CALLBACK_OPTIONS:
-        return _check_callback_options(key, value, where)
-    return _check_policy_kwargs(value, where)
+        return f"lin_{number:g}"
+    if isinstance(value, str) and not _is_number(value):
+        raise ConfigError(f"{where}: `{key}` = {value!r} is not a number or lin_<number>. Expected {spec.doc}")
+    return _check_float(key, spec, value, where)
+
+
+def _check_mapping(key: str, spec: Spec, value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: `{key}` = {value!r} is not a mapping ({spec.doc})")
+    return dict(value)
 
 
 def _is_number(text: str) -> bool:
@@ -510,7 +553,7 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _check_normalize(value: Any, where: str) -> dict[str, Any] | bool:
+def _check_normalize(_key: str, _spec: Spec, value: Any, where: str) -> dict[str, Any] | bool:
     if value is False:
         return False
     if not isinstance(value, Mapping):
@@ -524,25 +567,24 @@ def _check_normalize(value: Any, where: str) -> dict[str, Any] | bool:
     return out
 
 
-def _check_callback_options(key: str, value: Any, where: str) -> dict[str, Any] | bool:
+def _check_callback_options(key: str, _spec: Spec, value: Any, where: str) -> dict[str, Any] | bool:
     if value is False:
         return False
     if value is True:
         return {}
     if not isinstance(value, Mapping):
         raise ConfigError(f"{where}: `{key}` = {value!r}: use a mapping of options, {{}} for the defaults, or false")
-    allowed = CALLBACK_OPTIONS[key]
-    out: dict[str, Any] = {}
-    for name, item in value.items():
-        if name not in allowed:
-            raise _unknown_key(where, f"{key}.", name, allowed)
-        if isinstance(item, bool) or not isinstance(item, (int, float)) or item < 0:
-            raise ConfigError(f"{where}: `{key}.{name}` = {item!r}: expected a number >= 0")
-        out[name] = item
+    classes = CALLBACK_OPTIONS[key]
+    try:
+        out = check_mapping(classes, value, prefix=f"{key}.")
+        for cls in classes:  # checks across fields (confirm_max_updates >= confirm_updates)
+            cls(**{name: item for name, item in out.items() if name in inspect.signature(cls).parameters})
+    except OptionError as error:
+        raise ConfigError(f"{where}: {error}") from None
     return out
 
 
-def _check_wrappers(value: Any, where: str) -> list[list[Any]]:
+def _check_wrappers(_key: str, _spec: Spec, value: Any, where: str) -> list[list[Any]]:
     items = value if isinstance(value, list) else [value]
     wrappers: list[list[Any]] = []
     for item in items:
@@ -561,7 +603,7 @@ def _check_wrappers(value: Any, where: str) -> list[list[Any]]:
     return wrappers
 
 
-def _check_policy_kwargs(value: Any, where: str) -> dict[str, Any]:
+def _check_policy_kwargs(_key: str, _spec: Spec, value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise ConfigError(
             f"{where}: `policy_kwargs` = {value!r} is not a mapping. Write e.g. policy_kwargs: {{net_arch: [64, 64]}}"
@@ -632,3 +674,25 @@ def _build_policy_kwargs(value: Mapping[str, Any]) -> dict[str, Any]:
     if "optimizer_class" in kwargs:
         kwargs["optimizer_class"] = OPTIMIZERS[kwargs["optimizer_class"]]
     return kwargs
+
+
+Validator = Callable[[str, Spec, Any, str], Any]
+
+#: How each :attr:`Spec.kind` is checked: ``validator(key, spec, value, where) -> canonical value``.
+VALIDATORS: dict[str, Validator] = {
+    "float": _check_float,
+    "int": _check_int,
+    "bool": _check_bool,
+    "choice": _check_choice,
+    "schedule": _check_schedule,
+    "mapping": _check_mapping,
+    "normalize": _check_normalize,
+    "wrappers": _check_wrappers,
+    "policy_kwargs": _check_policy_kwargs,
+    "health": _check_callback_options,
+    "rollback": _check_callback_options,
+}
+
+_unchecked = sorted({spec.kind for spec in SCHEMA.values()} - set(VALIDATORS))
+if _unchecked:  # a programming error: fail at import, not on the first profile that uses the key
+    raise TypeError(f"profile keys of kind {_unchecked} have no validator in sb3_safe.config.VALIDATORS")

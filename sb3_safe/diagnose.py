@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sb3_safe.errors import ConfigError
+from sb3_safe.errors import RunFolderError
 from sb3_safe.health import SEVERITY_RANK, Finding, Thresholds, scan
+from sb3_safe.runs import RunFolder
 
 __all__ = ["Diagnosis", "diagnose", "load_history"]
 
@@ -53,7 +52,7 @@ def _read_csv(path: Path) -> list[dict[str, float]]:
                 if row is not None:
                     rows.append(row)
     except (OSError, csv.Error, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read {str(path)!r} as SB3's progress.csv: {error}") from None
+        raise RunFolderError(f"cannot read {str(path)!r} as SB3's progress.csv: {error}") from None
     return rows
 
 
@@ -67,7 +66,7 @@ def _read_tensorboard(path: Path) -> list[dict[str, float]]:
             accumulator = EventAccumulator(str(file), size_guidance={"scalars": 0})
             accumulator.Reload()
         except Exception as error:  # the reader raises several types on a damaged file
-            raise ConfigError(f"cannot read TensorBoard events {str(file)!r}: {error}") from None
+            raise RunFolderError(f"cannot read TensorBoard events {str(file)!r}: {error}") from None
         for tag in accumulator.Tags().get("scalars", []):
             for event in accumulator.Scalars(tag):
                 by_step[event.step][tag] = event.value
@@ -85,44 +84,32 @@ def load_history(path: Path) -> tuple[list[dict[str, float]], Path]:
     :return: One row per PPO update, and the file it was read from
     """
     if not path.exists():
-        raise ConfigError(f"{str(path)!r} does not exist. Pass a run folder, a progress.csv or TensorBoard events")
+        raise RunFolderError(f"{str(path)!r} does not exist. Pass a run folder, a progress.csv or TensorBoard events")
     csv_file = path.is_file() and path.suffix == ".csv"
     events = path.name.startswith("events.out.tfevents") or (path.is_dir() and any(path.rglob("events.out.tfevents*")))
-    if path.is_dir() and (path / "progress.csv").is_file():
-        source = path / "progress.csv"
+    if path.is_dir() and RunFolder(path).progress_csv.is_file():
+        source = RunFolder(path).progress_csv
     elif csv_file or events:
         source = path
     else:
-        raise ConfigError(f"{str(path)!r} holds no progress.csv or TensorBoard events (events.out.tfevents.*)")
+        raise RunFolderError(f"{str(path)!r} holds no progress.csv or TensorBoard events (events.out.tfevents.*)")
     rows = _read_csv(source) if source.suffix == ".csv" else _read_tensorboard(source)
     if not rows:
-        raise ConfigError(f"no PPO updates (train/* values) in {str(source)!r}: was the run stopped before its first update?")
+        raise RunFolderError(
+            f"no PPO updates (train/* values) in {str(source)!r}: was the run stopped before its first update?"
+        )
     return rows, source
 
 
-def _target_kl(path: Path) -> float | None:
-    config = (path if path.is_dir() else path.parent) / "config.yml"
-    if not config.is_file():
+def _target_kl(folder: RunFolder | None) -> float | None:
+    if folder is None:
         return None
-    data = yaml.safe_load(config.read_text())
-    blocks = [block for key, block in data.items() if key != "run_info" and isinstance(block, dict)]
-    value = blocks[0].get("target_kl") if blocks else None
+    try:
+        _, block, _ = folder.read_config()
+    except RunFolderError:
+        return None
+    value = block.get("target_kl")
     return float(value) if isinstance(value, (int, float)) else None
-
-
-def _events(path: Path) -> list[dict[str, Any]]:
-    log = (path if path.is_dir() else path.parent) / "health.jsonl"
-    if not log.is_file():
-        return []
-    events = []
-    for line in log.read_text().splitlines():
-        try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # a run killed mid-write leaves a partial last line
-        if event.get("event") in ("rollback", "stopped"):
-            events.append(event)
-    return events
 
 
 @dataclass
@@ -184,5 +171,7 @@ def diagnose(path: Path, thresholds: Thresholds | None = None, target_kl: float 
     :return: The findings, one per episode of trouble
     """
     history, source = load_history(path)
-    target = target_kl if target_kl is not None else _target_kl(path)
-    return Diagnosis(source, history, scan(history, thresholds, target), _events(path))
+    folder = RunFolder.containing(source)
+    target = target_kl if target_kl is not None else _target_kl(folder)
+    events = [] if folder is None else folder.health_events(("rollback", "stopped"))
+    return Diagnosis(source, history, scan(history, thresholds, target), events)

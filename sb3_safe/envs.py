@@ -12,7 +12,7 @@ from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecNormalize
 
 from sb3_safe.config import TrainConfig
-from sb3_safe.errors import ConfigError, did_you_mean
+from sb3_safe.errors import CheckpointError, ConfigError, did_you_mean
 
 __all__ = ["VEC_ENVS", "check_env_id", "load_vec_normalize", "make_env", "make_eval_env", "wrap_normalize"]
 
@@ -139,9 +139,11 @@ def load_vec_normalize(path: Path, venv: VecEnv) -> VecNormalize:
     try:
         return VecNormalize.load(str(path), venv)
     except FileNotFoundError:
-        raise ConfigError(f"VecNormalize statistics {str(path)!r} do not exist") from None
+        raise CheckpointError(f"VecNormalize statistics {str(path)!r} do not exist") from None
     except Exception as error:  # pickle raises many types on a corrupt file
-        raise ConfigError(f"VecNormalize statistics {str(path)!r} cannot be read (corrupt or truncated?): {error}") from None
+        raise CheckpointError(
+            f"VecNormalize statistics {str(path)!r} cannot be read (corrupt or truncated?): {error}"
+        ) from None
 
 
 def make_eval_env(config: TrainConfig, seed: int, *, normalized: bool) -> VecEnv:

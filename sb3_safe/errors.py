@@ -1,20 +1,49 @@
-"""User-facing errors: one line that names the input, the bad value, what is allowed and a fix."""
+"""
+User-facing errors: one line that names the input, the bad value, what is allowed and a fix.
+
+Every error a user can cause derives from :class:`UserError`; ``sb3-safe`` prints its message
+as one line on stderr and exits with status 2, without a traceback. The Python API raises
+them like any ``ValueError``.
+"""
 
 from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["ConfigError", "did_you_mean"]
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "MissingDependencyError",
+    "RunFolderError",
+    "StorageError",
+    "UserError",
+    "did_you_mean",
+]
 
 
-class ConfigError(ValueError):
-    """
-    A mistake in what the user asked for (profile, command line, checkpoint, storage URL).
+class UserError(ValueError):
+    """A mistake in what the user asked for, or in the files they pointed at."""
 
-    The command line prints its message as one line and exits with status 2, without a
-    traceback; the Python API raises it like any ``ValueError``.
-    """
+
+class ConfigError(UserError):
+    """A profile, a ``--set`` override, a command-line value or a suite or search-space file is wrong."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint (model ``.zip`` or VecNormalize ``.pkl``) is missing, damaged or does not fit the profile."""
+
+
+class RunFolderError(UserError):
+    """A path is not an sb3-safe run folder (or a file inside one) where one is needed."""
+
+
+class StorageError(UserError):
+    """An Optuna storage URL is malformed, its driver is missing, or its database cannot be reached."""
+
+
+class MissingDependencyError(UserError):
+    """An optional dependency is not installed; the message says which extra to install."""
 
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:

@@ -20,7 +20,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
-__all__ = ["CODES", "SEVERITY_RANK", "Finding", "Thresholds", "detect", "gain_lost", "scan"]
+from sb3_safe.options import (
+    AnyFinite,
+    Count,
+    Fraction,
+    FractionOrZero,
+    Multiple,
+    NonNegative,
+    Positive,
+    check_fields,
+)
+
+__all__ = ["DETECTORS", "SEVERITY_RANK", "Finding", "Thresholds", "TroubleTracker", "detect", "gain_lost", "scan"]
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -47,61 +58,66 @@ class Thresholds:
     """
     Every threshold of the detectors, with defaults that raise nothing critical on healthy runs.
 
-    "Updates" count calls of ``train()`` (one per rollout).
+    "Updates" count calls of ``train()`` (one per rollout). Each field's type says what it
+    accepts (:mod:`sb3_safe.options`: a count is a whole number >= 1, a fraction is in
+    (0, 1], ...); a bad value raises :class:`~sb3_safe.options.OptionError` here and in a profile.
     """
 
     #: frozen_policy: approx KL below this ...
-    frozen_kl: float = 1e-5
+    frozen_kl: Positive = 1e-5
     #: ... and clip fraction below this ...
-    frozen_clip_fraction: float = 1e-3
+    frozen_clip_fraction: Fraction = 1e-3
     #: ... for this many consecutive updates ...
-    frozen_updates: int = 5
+    frozen_updates: Count = 5
     #: ... while the entropy kept at least this fraction of its first value (exploration did not end).
-    frozen_entropy_kept: float = 0.5
+    frozen_entropy_kept: Fraction = 0.5
     #: value_collapse: explained variance below this ...
-    collapse_explained_variance: float = -1.0
+    collapse_explained_variance: AnyFinite = -1.0
     #: ... for this many consecutive updates ...
-    collapse_updates: int = 5
+    collapse_updates: Count = 5
     #: ... while the rollout's return targets vary (std above this; a solved task's barely do).
-    collapse_min_returns_std: float = 1e-3
+    collapse_min_returns_std: NonNegative = 1e-3
     #: value_divergence: value loss this many times its median over the previous window ...
-    divergence_factor: float = 10.0
+    divergence_factor: Multiple = 10.0
     #: ... in this many consecutive updates (or growing), against a window of this many updates.
-    divergence_updates: int = 2
-    divergence_window: int = 10
+    divergence_updates: Count = 2
+    divergence_window: Count = 10
     #: The reference level is at least this fraction of the largest value loss of the first
     #: ``divergence_window`` updates: a converged critic's loss sits at a noise floor (1e-5), and a
     #: jump from there back to ordinary levels is not divergence.
-    divergence_floor: float = 0.01
+    divergence_floor: FractionOrZero = 0.01
     #: When explained variance is logged, the critic must also have got worse at explaining the
     #: returns: below 0, or this much below its median over the reference window. A value loss
     #: that rises while explained variance rises is the return scale changing (learning), not divergence.
-    divergence_ev_drop: float = 0.2
+    divergence_ev_drop: NonNegative = 0.2
     #: reward_collapse: mean episode return lost this fraction of its gain since the start ...
-    reward_collapse_fraction: float = 0.7
+    reward_collapse_fraction: Fraction = 0.7
     #: ... in this many consecutive updates ...
-    reward_collapse_updates: int = 2
+    reward_collapse_updates: Count = 2
     #: ... within this many updates of its best.
-    reward_collapse_window: int = 50
+    reward_collapse_window: Count = 50
     #: ... only once the gain is at least this large relative to the starting return's magnitude ...
-    reward_collapse_min_gain: float = 0.2
+    reward_collapse_min_gain: NonNegative = 0.2
     #: ... and the mean is over at least this many episodes (``episodes`` in the row, when logged):
     #: a mean of 3 early Hopper episodes swings by 70% without anything being wrong.
-    reward_collapse_min_episodes: int = 20
+    reward_collapse_min_episodes: Count = 20
     #: entropy_collapse: std (Gaussian) or entropy (discrete) fell below this fraction of its first value ...
-    entropy_collapse_fraction: float = 0.1
+    entropy_collapse_fraction: Fraction = 0.1
     #: ... within this many updates from the start.
-    entropy_collapse_updates: int = 20
+    entropy_collapse_updates: Count = 20
     #: no_progress: after this many updates, over at least ``reward_collapse_min_episodes`` episodes,
     #: the mean episode return never gained ``reward_collapse_min_gain`` of its start's magnitude ...
-    no_progress_updates: int = 30
+    no_progress_updates: Count = 30
     #: ... while exploration (std or entropy) fell below this fraction of its first value.
-    no_progress_entropy_kept: float = 0.5
+    no_progress_entropy_kept: Fraction = 0.5
     #: kl_spike: approx KL above this multiple of target_kl (or above kl_spike_absolute without one) ...
-    kl_spike_factor: float = 5.0
-    kl_spike_absolute: float = 0.1
+    kl_spike_factor: Multiple = 5.0
+    kl_spike_absolute: Positive = 0.1
     #: ... with clip fraction above this.
-    kl_spike_clip_fraction: float = 0.3
+    kl_spike_clip_fraction: FractionOrZero = 0.3
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
     @classmethod
     def names(cls) -> list[str]:
@@ -436,7 +452,7 @@ def _kl_spike(history: Sequence[Row], t: Thresholds, target_kl: float | None) ->
 Detector = Callable[[Sequence[Row], Thresholds, "float | None"], "Finding | None"]
 
 #: Every detector by its finding code, in the order they are reported for one update.
-CODES: dict[str, Detector] = {
+DETECTORS: dict[str, Detector] = {
     "non_finite": _non_finite,
     "value_divergence": _value_divergence,
     "reward_collapse": _reward_collapse,
@@ -460,12 +476,12 @@ def detect(history: Sequence[Row], thresholds: Thresholds | None = None, target_
     if not history:
         return []
     thresholds = thresholds or Thresholds()
-    found = [finding for detector in CODES.values() if (finding := detector(history, thresholds, target_kl)) is not None]
+    found = [finding for detector in DETECTORS.values() if (finding := detector(history, thresholds, target_kl)) is not None]
     return sorted(found, key=lambda f: -SEVERITY_RANK[f.severity])
 
 
 @dataclass
-class EpisodeTracker:
+class TroubleTracker:
     """
     Turn per-update findings into episodes of trouble: a code is reported when it starts
     firing, and again only after it has been silent for ``quiet_updates`` updates.
@@ -495,8 +511,14 @@ def scan(
 
     :return: The first finding of every episode of trouble, in time order
     """
-    tracker = EpisodeTracker(quiet_updates)
+    tracker = TroubleTracker(quiet_updates)
     found: list[Finding] = []
     for end in range(1, len(history) + 1):
         found.extend(tracker.new(detect(history[:end], thresholds, target_kl)))
     return found
+
+
+#: Former names, kept importable: ``CODES`` holds the detectors, ``EpisodeTracker`` tracks
+#: episodes of *trouble* (not environment episodes).
+CODES = DETECTORS
+EpisodeTracker = TroubleTracker

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from sb3_safe.errors import ConfigError
+from sb3_safe.errors import MissingDependencyError
 from sb3_safe.health import Finding
 
 __all__ = ["plot_health"]
@@ -32,7 +32,7 @@ def pyplot() -> Any:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ConfigError("plots need matplotlib: pip install 'sb3-safe[plots]'") from None
+        raise MissingDependencyError("plots need matplotlib: pip install 'sb3-safe[plots]'") from None
     return plt
 
 

@@ -1,94 +1,241 @@
 """
-Run folders: one per run, never overwritten, with atomic checkpoints that carry their VecNormalize statistics.
+Run folders: the one place that knows their layout, writes their files and reads them back.
 
 Layout of a run folder::
 
-    config.yml           the resolved profile block (a profile itself) and the run's facts
-    command.txt          the command that made the run
-    progress.csv, tb/    SB3's logger output
-    checkpoints/         model_<steps>_steps.zip + vecnormalize_<steps>_steps.pkl
-    eval/                EvalCallback's evaluations.npz
-    best_model.zip       best evaluation so far, with best_vecnormalize.pkl
-    model.zip            the final model, with vecnormalize.pkl
+    config.yml                  the resolved profile block (a profile itself) and ``run_info``
+    command.txt                 the command that made the run
+    progress.csv, tb/           SB3's logger output
+    health.jsonl                findings, rollbacks and stops, one JSON object per line
+    checkpoints/                model_<steps>_steps.zip + vecnormalize_<steps>_steps.pkl
+    eval/evaluations.npz        EvalCallback's periodic evaluations
+    best_model.zip              best evaluation so far, with best_vecnormalize.pkl
+    last_healthy_model.zip      written when the rollbacks ran out, with last_healthy_vecnormalize.pkl
+    model.zip                   the final model, with vecnormalize.pkl
+    result.json                 the final evaluation, wall time and steps/s (or the crash)
+
+Every file is written atomically (temporary file, then rename), so a crash leaves the old
+version or the new one. ``health.jsonl`` is appended to; its readers skip a half-written last
+line. Training, ``eval``, ``diagnose``, ``bench`` and resume all go through :class:`RunFolder`.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
-from stable_baselines3 import PPO
+from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_safe.errors import ConfigError
+from sb3_safe.errors import CheckpointError, RunFolderError
 
 __all__ = [
     "AtomicCheckpointCallback",
+    "RunFolder",
+    "append_jsonl",
     "atomic_write",
     "load_model",
-    "new_run_dir",
+    "read_jsonl",
     "save_with_stats",
     "stats_path_for",
-    "write_run_files",
 ]
+
+_CONFIG_HEADER = "# Resolved by sb3-safe; train again with: sb3-safe train --profile <this file> --env <the id below>\n"
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
 
 
-def new_run_dir(root: Path, env_id: str, profile: str, seed: int, run_dir: Path | None = None) -> Path:
+@dataclass(frozen=True)
+class RunFolder:
     """
-    Create a new, empty run folder. An existing folder is never reused.
+    One run's folder: every file of the layout by name, and tolerant readers.
 
-    :param root: Parent of all runs (``runs/``)
-    :param env_id: Environment id (a folder level)
-    :param profile: Profile name or path (its stem names the run)
-    :param seed: The run's seed
-    :param run_dir: An explicit folder; it must not exist yet
-    :return: The created folder
+    :param path: The folder
     """
-    if run_dir is not None:
-        if run_dir.exists():
-            raise ConfigError(f"--run-dir {str(run_dir)!r} already exists; runs are never overwritten. Choose a new folder")
-        run_dir.mkdir(parents=True)
-        return run_dir
-    stem = f"{_slug(Path(profile).stem)}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
-    parent = root / _slug(env_id)
-    parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1000):
-        candidate = parent / (stem if attempt == 0 else f"{stem}-{attempt}")
+
+    path: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.path / "config.yml"
+
+    @property
+    def command_file(self) -> Path:
+        return self.path / "command.txt"
+
+    @property
+    def progress_csv(self) -> Path:
+        return self.path / "progress.csv"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.path / "tb"
+
+    @property
+    def health_log(self) -> Path:
+        return self.path / "health.jsonl"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def evaluations_file(self) -> Path:
+        return self.path / "eval" / "evaluations.npz"
+
+    @property
+    def best_model(self) -> Path:
+        return self.path / "best_model.zip"
+
+    @property
+    def last_healthy_model(self) -> Path:
+        return self.path / "last_healthy_model.zip"
+
+    @property
+    def final_model(self) -> Path:
+        return self.path / "model.zip"
+
+    @property
+    def result_file(self) -> Path:
+        return self.path / "result.json"
+
+    @property
+    def crash_file(self) -> Path:
+        return self.path / "crash.txt"
+
+    # -- creating
+
+    @classmethod
+    def create(cls, root: Path, env_id: str, profile: str, seed: int, run_dir: Path | None = None) -> RunFolder:
+        """
+        Create a new, empty run folder. An existing folder is never reused.
+
+        :param root: Parent of all runs (``runs/``)
+        :param env_id: Environment id (a folder level)
+        :param profile: Profile name or path (its stem names the run)
+        :param seed: The run's seed
+        :param run_dir: An explicit folder; it must not exist yet
+        :return: The created folder
+        """
+        if run_dir is not None:
+            if run_dir.exists():
+                raise RunFolderError(
+                    f"--run-dir {str(run_dir)!r} already exists; runs are never overwritten. Choose a new folder"
+                )
+            run_dir.mkdir(parents=True)
+            return cls(run_dir)
+        stem = f"{_slug(Path(profile).stem)}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+        parent = root / _slug(env_id)
+        parent.mkdir(parents=True, exist_ok=True)
+        for attempt in range(1000):
+            candidate = parent / (stem if attempt == 0 else f"{stem}-{attempt}")
+            try:
+                candidate.mkdir()  # atomic: two runs started in the same second get different folders
+            except FileExistsError:
+                continue
+            return cls(candidate)
+        raise RunFolderError(f"cannot create a new run folder under {parent}: 1000 names taken. Use --runs-root")
+
+    @classmethod
+    def containing(cls, path: Path) -> RunFolder | None:
+        """
+        :param path: A run folder, or a file inside one (``model.zip``, ``checkpoints/model_5000_steps.zip``,
+            ``progress.csv``)
+        :return: The run folder (the nearest folder with a ``config.yml``), or ``None``
+        """
+        folders = (path.parent, path.parent.parent) if path.is_file() else (path,)
+        for folder in folders:
+            if (folder / "config.yml").is_file():
+                return cls(folder)
+        return None
+
+    def write_config(self, profile_block: Mapping[str, Any], run_info: Mapping[str, Any], argv: Sequence[str]) -> None:
+        """
+        Write ``config.yml`` (loadable as a profile) and ``command.txt``.
+
+        :param profile_block: ``{env_id: resolved block}``
+        :param run_info: Facts about the run (seed, profile source, versions, resumed_from)
+        :param argv: The command line
+        """
+        text = _CONFIG_HEADER + yaml.safe_dump(
+            {**profile_block, "run_info": dict(run_info)}, sort_keys=False, default_flow_style=None
+        )
+        atomic_write(self.config_file, lambda path: path.write_text(text))
+        command = " ".join(shlex.quote(arg) for arg in argv)
+        atomic_write(self.command_file, lambda path: path.write_text(f"cd {shlex.quote(os.getcwd())} && {command}\n"))
+
+    def write_result(self, result: Mapping[str, Any]) -> None:
+        """Write ``result.json`` (the run is finished, or crashed, when it exists)."""
+        text = json.dumps(dict(result), indent=2) + "\n"
+        atomic_write(self.result_file, lambda path: path.write_text(text))
+
+    def checkpoint_path(self, timesteps: int) -> Path:
+        """:return: Where the checkpoint at ``timesteps`` steps goes"""
+        return self.checkpoints_dir / f"model_{timesteps}_steps.zip"
+
+    # -- reading (a crash can leave any of these missing or half-written)
+
+    def read_config(self) -> tuple[str, dict[str, Any], dict[str, Any]]:
+        """
+        :return: The environment id, its resolved block and ``run_info``
+        :raises RunFolderError: When ``config.yml`` is missing or not a run's config
+        """
         try:
-            candidate.mkdir()  # atomic: two runs started in the same second get different folders
-        except FileExistsError:
-            continue
-        return candidate
-    raise ConfigError(f"cannot create a new run folder under {parent}: 1000 names taken")
+            data = yaml.safe_load(self.config_file.read_text())
+        except (OSError, yaml.YAMLError) as error:
+            raise RunFolderError(f"cannot read {str(self.config_file)!r}: {error}. Is this an sb3-safe run folder?") from None
+        blocks = {key: block for key, block in (data or {}).items() if key != "run_info" and isinstance(block, dict)}
+        if not isinstance(data, dict) or len(blocks) != 1:
+            raise RunFolderError(f"{str(self.config_file)!r} is not an sb3-safe run config (one environment block)")
+        ((env_id, block),) = blocks.items()
+        run_info = data.get("run_info")
+        return str(env_id), block, run_info if isinstance(run_info, dict) else {}
 
+    def read_result(self) -> dict[str, Any] | None:
+        """:return: ``result.json``, or ``None`` when it is missing or unreadable (the run did not finish)"""
+        try:
+            data = json.loads(self.result_file.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return data if isinstance(data, dict) else None
 
-def write_run_files(run_dir: Path, profile_block: dict[str, Any], run_info: dict[str, Any], argv: Sequence[str]) -> None:
-    """
-    Write ``config.yml`` (loadable as a profile) and ``command.txt``.
+    def health_events(self, kinds: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """
+        :param kinds: Keep only these ``event`` values (``finding``, ``rollback``, ``stopped``)
+        :return: The records of ``health.jsonl`` in order, a half-written line skipped
+        """
+        return [event for event in read_jsonl(self.health_log) if kinds is None or event.get("event") in kinds]
 
-    :param run_dir: The run folder
-    :param profile_block: ``{env_id: resolved block}``
-    :param run_info: Facts about the run (seed, profile source, versions, resumed_from)
-    :param argv: The command line
-    """
-    header = "# Resolved by sb3-safe; train again with: sb3-safe train --profile <this file> --env <the id below>\n"
-    text = header + yaml.safe_dump({**profile_block, "run_info": run_info}, sort_keys=False, default_flow_style=None)
-    atomic_write(run_dir / "config.yml", lambda path: path.write_text(text))
-    command = " ".join(shlex.quote(arg) for arg in argv)
-    atomic_write(run_dir / "command.txt", lambda path: path.write_text(f"cd {shlex.quote(os.getcwd())} && {command}\n"))
+    def evaluations(self) -> tuple[list[int], list[float]]:
+        """:return: The periodic evaluations' steps and mean returns (empty when there are none or the file is damaged)"""
+        try:
+            with np.load(self.evaluations_file) as data:
+                return [int(s) for s in data["timesteps"]], [float(np.mean(r)) for r in data["results"]]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+            return [], []
+
+    def checkpoints(self) -> list[tuple[int, Path]]:
+        """:return: The complete checkpoints ``(steps, model path)``, oldest first; temporary files are not checkpoints"""
+        found = []
+        for path in self.checkpoints_dir.glob("model_*_steps.zip"):
+            match = re.fullmatch(r"model_(\d+)_steps\.zip", path.name)
+            if match is not None:
+                found.append((int(match.group(1)), path))
+        return sorted(found)
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -109,6 +256,30 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def append_jsonl(path: Path | None, record: Mapping[str, Any]) -> None:
+    """Append one JSON object as a line (nothing when ``path`` is ``None``)."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(json.dumps(dict(record)) + "\n")
+
+
+def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """:return: The JSON objects of a JSON-lines file; a damaged line (a run killed mid-write) is skipped"""
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            yield record
+
+
 def stats_path_for(model_path: Path) -> Path:
     """
     The VecNormalize statistics that belong to a saved model.
@@ -120,7 +291,7 @@ def stats_path_for(model_path: Path) -> Path:
     return model_path.with_name(stem.replace("model", "vecnormalize", 1) + ".pkl")
 
 
-def save_with_stats(model: PPO, path: Path) -> None:
+def save_with_stats(model: BaseAlgorithm, path: Path) -> None:
     """
     Save a model and, when its env is a VecNormalize, the matching statistics, both atomically.
 
@@ -157,7 +328,6 @@ class AtomicCheckpointCallback(BaseCallback):
         if self.n_calls % self.save_freq == 0:
             self.save_path.mkdir(parents=True, exist_ok=True)
             path = self.save_path / f"model_{self.num_timesteps}_steps.zip"
-            assert isinstance(self.model, PPO)
             save_with_stats(self.model, path)
             if self.verbose >= 1:
                 print(f"Saved checkpoint {path}")
@@ -165,8 +335,12 @@ class AtomicCheckpointCallback(BaseCallback):
 
 
 def load_model(
-    algorithm: type[PPO], path: Path, env: VecEnv | None, device: str, custom_objects: dict[str, Any] | None = None
-) -> PPO:
+    algorithm: type[BaseAlgorithm],
+    path: Path,
+    env: VecEnv | None,
+    device: str,
+    custom_objects: dict[str, Any] | None = None,
+) -> Any:
     """
     Load a saved model, turning a missing or corrupt file into a one-line error.
 
@@ -178,7 +352,7 @@ def load_model(
     :return: The model
     """
     if not path.is_file():
-        raise ConfigError(f"checkpoint {str(path)!r} does not exist. Pass a model .zip from a run's checkpoints/ folder")
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist. Pass a model .zip from a run's checkpoints/ folder")
     try:
         with zipfile.ZipFile(path) as archive:
             bad = archive.testzip()
@@ -186,7 +360,7 @@ def load_model(
             raise zipfile.BadZipFile(f"member {bad} is damaged")
         return algorithm.load(path, env=env, device=device, custom_objects=custom_objects)
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, RuntimeError) as error:
-        raise ConfigError(
+        raise CheckpointError(
             f"checkpoint {str(path)!r} cannot be loaded as a {algorithm.__name__} model (corrupt, truncated, or another "
             f"algorithm's): {str(error).splitlines()[0] if str(error) else type(error).__name__}. Use an earlier checkpoint"
         ) from None

@@ -6,7 +6,6 @@ The command line only parses arguments and calls these; tests call them directly
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -19,24 +18,21 @@ import gymnasium as gym
 import numpy as np
 import stable_baselines3
 import torch as th
-import yaml
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import Logger, make_output_format
-from stable_baselines3.common.vec_env import VecEnv, VecNormalize, sync_envs_normalization
+from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 import sb3_safe
-from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback, health_callbacks
+from sb3_safe.build import BuiltRun, build_run, safety_callbacks
+from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
 from sb3_safe.config import TrainConfig, load_config
-from sb3_safe.envs import load_vec_normalize, make_env, make_eval_env, wrap_normalize
-from sb3_safe.errors import ConfigError
-from sb3_safe.runs import AtomicCheckpointCallback, load_model, new_run_dir, save_with_stats, stats_path_for, write_run_files
+from sb3_safe.envs import load_vec_normalize, make_env
+from sb3_safe.errors import ConfigError, RunFolderError
+from sb3_safe.runs import AtomicCheckpointCallback, RunFolder, load_model, save_with_stats, stats_path_for
 
-__all__ = ["EvalResult", "TrainResult", "evaluate", "show_progress_bar", "train"]
-
-# Hyperparameters that shape the network or its state: a checkpoint keeps its own.
-_ARCHITECTURE_KEYS = ("policy_kwargs", "normalize_value", "use_sde")
+__all__ = ["EvalResult", "ProgressLineCallback", "TrainResult", "evaluate", "show_progress_bar", "train"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +72,12 @@ class ProgressLineCallback(BaseCallback):
     """
     One plain line about every tenth of the run: steps, speed, mean episode return, time left.
 
-    For logs (CI, ``nohup``, a file) where a progress bar would be garbage.
+    For logs (CI, ``nohup``, a file) where a progress bar would be garbage. The percentage
+    never passes 100: the last rollout may overshoot the budget, and the line then shows the
+    real step count against the target.
+
+    :param total: Steps this ``learn`` call trains for
+    :param lines: About how many lines to print
     """
 
     def __init__(self, total: int, lines: int = 10) -> None:
@@ -98,9 +99,10 @@ class ProgressLineCallback(BaseCallback):
             buffer = self.model.ep_info_buffer
             ret = f"{np.mean([ep['r'] for ep in buffer]):.1f}" if buffer else "n/a"
             eta = max(self.total - done, 0) / max(speed, 1e-9)
+            target = self.start_steps + self.total
             print(
-                f"[{100 * done / self.total:3.0f}%] {self.num_timesteps:,} steps | {speed:,.0f} steps/s | "
-                f"ep_rew_mean {ret} | {eta:.0f}s left",
+                f"[{100 * min(done / self.total, 1.0):3.0f}%] {self.num_timesteps:,} of {target:,} steps | "
+                f"{speed:,.0f} steps/s | ep_rew_mean {ret} | {eta:.0f}s left",
                 flush=True,
             )
         return True
@@ -117,28 +119,6 @@ class _SaveBest(BaseCallback):
         assert isinstance(self.model, PPO)
         save_with_stats(self.model, self.path)
         return True
-
-
-def _resume_kwargs(config: TrainConfig) -> dict[str, Any]:
-    kwargs = config.algorithm_kwargs()
-    return {key: value for key, value in kwargs.items() if key not in _ARCHITECTURE_KEYS}
-
-
-def _build_model(config: TrainConfig, venv: VecEnv, seed: int, device: str, checkpoint: Path | None) -> PPO:
-    cls = config.algorithm_class
-    if checkpoint is not None:
-        model = load_model(cls, checkpoint, venv, device, custom_objects=_resume_kwargs(config))
-        for key in ("use_sde", "normalize_value"):
-            if key in config.values and getattr(model, key, config.values[key]) != config.values[key]:
-                raise ConfigError(
-                    f"--checkpoint {str(checkpoint)!r} was trained with {key}={getattr(model, key)}, the profile says "
-                    f"{config.values[key]}; it shapes the network. Resume with --set {key}={getattr(model, key)}"
-                )
-        return model
-    try:
-        return cls(config.policy, venv, seed=seed, device=device, **config.algorithm_kwargs())
-    except (ValueError, AssertionError) as error:
-        raise ConfigError(f"{config.where()}: {error}") from None
 
 
 def train(
@@ -179,36 +159,45 @@ def train(
     :return: The run
     """
     target = config.n_timesteps
-    if checkpoint is not None and not checkpoint.is_file():
-        raise ConfigError(f"checkpoint {str(checkpoint)!r} does not exist. Pass a model .zip from a run's checkpoints/ folder")
-    venv = make_env(config, seed, vec_env=vec_env, wrapper=env_wrapper)
-    stats = None
-    if checkpoint is not None and config.normalize is not None:
-        stats = stats_path_for(checkpoint)
-        if not stats.is_file():
+    built = build_run(config, seed=seed, vec_env=vec_env, device=device, checkpoint=checkpoint, env_wrapper=env_wrapper)
+    try:
+        remaining = target - built.start_timesteps
+        if remaining <= 0:
             raise ConfigError(
-                f"--checkpoint {str(checkpoint)!r} has no VecNormalize statistics beside it ({stats.name}); resuming without "
-                "them loses the reward and observation scale. Use a checkpoint saved by sb3-safe, or set normalize: false"
+                f"--checkpoint {str(checkpoint)!r} is at {built.start_timesteps} steps, n_timesteps is {target}: nothing "
+                f"to train. Pass --timesteps larger than {built.start_timesteps}"
             )
-    venv = wrap_normalize(venv, config, stats)
-    model = _build_model(config, venv, seed, device, checkpoint)
-    done_before = model.num_timesteps if checkpoint is not None else 0
-    remaining = target - done_before
-    if remaining <= 0:
-        raise ConfigError(
-            f"--checkpoint {str(checkpoint)!r} is at {done_before} steps, n_timesteps is {target}: nothing to train. "
-            f"Pass --timesteps larger than {done_before}"
+        folder = RunFolder.create(runs_root, config.env_id, config.profile, seed, run_dir)
+        return _train_into(
+            folder,
+            built,
+            remaining,
+            checkpoint,
+            seed,
+            device,
+            vec_env,
+            eval_freq,
+            save_freq,
+            n_eval_episodes,
+            argv,
+            progress_bar,
+            callbacks,
         )
+    finally:
+        built.close()
 
-    run_dir = new_run_dir(runs_root, config.env_id, config.profile, seed, run_dir)
-    run_info = {
+
+def _run_info(
+    config: TrainConfig, seed: int, device: str, vec_env: str, checkpoint: Path | None, start: int
+) -> dict[str, Any]:
+    return {
         "profile": config.profile,
         "profile_file": str(config.source.resolve()),
         "seed": seed,
         "device": device,
         "vec_env": vec_env,
         "resumed_from": None if checkpoint is None else str(checkpoint.resolve()),
-        "resumed_at_timestep": done_before,
+        "resumed_at_timestep": start,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {
             "sb3_safe": sb3_safe.__version__,
@@ -217,28 +206,47 @@ def train(
             "gymnasium": gym.__version__,
         },
     }
-    block = {**config.effective_values(), "n_timesteps": target}
-    write_run_files(run_dir, {config.env_id: block}, run_info, argv or ["sb3-safe", "train", "--env", config.env_id])
-    model.set_logger(
-        Logger(str(run_dir), [make_output_format("csv", str(run_dir)), make_output_format("tensorboard", str(run_dir / "tb"))])
-    )
 
-    normalized = isinstance(venv, VecNormalize)
-    eval_env = make_eval_env(config, seed + 1000, normalized=normalized)
-    monitor, rollback = health_callbacks(config, run_dir)
-    n_envs = venv.num_envs
+
+def _train_into(
+    folder: RunFolder,
+    built: BuiltRun,
+    remaining: int,
+    checkpoint: Path | None,
+    seed: int,
+    device: str,
+    vec_env: str,
+    eval_freq: int | None,
+    save_freq: int | None,
+    n_eval_episodes: int,
+    argv: Sequence[str],
+    progress_bar: bool | None,
+    callbacks: Sequence[BaseCallback],
+) -> TrainResult:
+    config, model = built.config, built.model
+    target = config.n_timesteps
+    run_info = _run_info(config, seed, device, vec_env, checkpoint, built.start_timesteps)
+    block = {**config.effective_values(), "n_timesteps": target}
+    folder.write_config({config.env_id: block}, run_info, argv or ["sb3-safe", "train", "--env", config.env_id])
+    model.set_logger(
+        Logger(
+            str(folder.path),
+            [make_output_format("csv", str(folder.path)), make_output_format("tensorboard", str(folder.tensorboard_dir))],
+        )
+    )
+    safety = safety_callbacks(config, folder.path)
+    n_envs = built.venv.num_envs
     eval_every = eval_freq or max(target // 20, 1)
     save_every = save_freq or max(target // 10, 1)
-    # Health first: the rollback repairs NaN observations and statistics before evaluation and checkpoints see them.
     all_callbacks: list[BaseCallback] = [
-        *[cb for cb in (monitor, rollback) if cb is not None],
-        AtomicCheckpointCallback(max(save_every // n_envs, 1), run_dir / "checkpoints"),
+        *safety.as_list(),  # first: they repair NaN observations and statistics before evaluation and checkpoints
+        AtomicCheckpointCallback(max(save_every // n_envs, 1), folder.checkpoints_dir),
         EvalCallback(
-            eval_env,
-            callback_on_new_best=_SaveBest(run_dir / "best_model.zip"),
+            built.eval_env,
+            callback_on_new_best=_SaveBest(folder.best_model),
             n_eval_episodes=n_eval_episodes,
             eval_freq=max(eval_every // n_envs, 1),
-            log_path=str(run_dir / "eval"),
+            log_path=str(folder.evaluations_file.parent),
             deterministic=True,
             verbose=0,
         ),
@@ -247,40 +255,33 @@ def train(
     bar = show_progress_bar() if progress_bar is None else progress_bar
     if not bar:
         all_callbacks.append(ProgressLineCallback(remaining))
-    print(f"Run folder: {run_dir}", flush=True)
+    print(f"Run folder: {folder.path}", flush=True)
     start = time.perf_counter()
     model.learn(remaining, callback=all_callbacks, reset_num_timesteps=checkpoint is None, progress_bar=bar)
     wall = time.perf_counter() - start
-    save_with_stats(model, run_dir / "model.zip")
+    save_with_stats(model, folder.final_model)
 
-    if normalized:
-        sync_envs_normalization(venv, eval_env)
-    mean, std = _evaluate(model, eval_env, max(n_eval_episodes, 10), deterministic=True)
-    result = {
-        "num_timesteps": model.num_timesteps,
-        "eval_mean_return": mean,
-        "eval_std_return": std,
-        "eval_episodes": max(n_eval_episodes, 10),
-        "wall_time_s": round(wall, 2),
-        "steps_per_s": round(remaining / wall, 1),
-    }
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
-    venv.close()
-    eval_env.close()
-    return TrainResult(run_dir, model, model.num_timesteps, mean, std, monitor, rollback)
+    if built.normalized:
+        sync_envs_normalization(built.venv, built.eval_env)
+    episodes = max(n_eval_episodes, 10)
+    mean, std = _evaluate(model, built.eval_env, episodes, deterministic=True)
+    folder.write_result(
+        {
+            "num_timesteps": model.num_timesteps,
+            "eval_mean_return": mean,
+            "eval_std_return": std,
+            "eval_episodes": episodes,
+            "wall_time_s": round(wall, 2),
+            "steps_per_s": round(remaining / wall, 1),
+        }
+    )
+    return TrainResult(folder.path, model, model.num_timesteps, mean, std, safety.monitor, safety.rollback)
 
 
 def _evaluate(model: PPO, venv: VecEnv, episodes: int, deterministic: bool) -> tuple[float, float]:
     mean, std = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=deterministic)
     assert isinstance(mean, float) and isinstance(std, float)
     return mean, std
-
-
-def _find_config(path: Path) -> Path | None:
-    for folder in (path.parent, path.parent.parent) if path.is_file() else (path,):
-        if (folder / "config.yml").is_file():
-            return folder / "config.yml"
-    return None
 
 
 def evaluate(
@@ -298,18 +299,18 @@ def evaluate(
     :return: Mean and std of the episode returns
     """
     if not target.exists():
-        raise ConfigError(f"{str(target)!r} does not exist. Pass a run folder or a model .zip inside one")
-    model_path = target / "model.zip" if target.is_dir() else target
+        raise RunFolderError(f"{str(target)!r} does not exist. Pass a run folder or a model .zip inside one")
+    model_path = RunFolder(target).final_model if target.is_dir() else target
     if not model_path.is_file():
         found = sorted(p.name for p in target.glob("*.zip")) if target.is_dir() else []
-        raise ConfigError(
+        raise RunFolderError(
             f"no model.zip in {str(target)!r}{' (found ' + ', '.join(found) + ')' if found else ''}; pass a model file"
         )
-    config_path = _find_config(model_path)
-    if config_path is None:
-        raise ConfigError(f"no config.yml beside {str(model_path)!r}: evaluate a model inside an sb3-safe run folder")
-    env_ids = [key for key in _top_level_keys(config_path) if key != "run_info"]
-    config = load_config(str(config_path), env_ids[0])
+    folder = RunFolder.containing(model_path)
+    if folder is None:
+        raise RunFolderError(f"no config.yml beside {str(model_path)!r}: evaluate a model inside an sb3-safe run folder")
+    env_id, _, _ = folder.read_config()
+    config = load_config(str(folder.config_file), env_id)
     venv = make_env(config, seed, n_envs=1)
     stats = stats_path_for(model_path)
     if stats.is_file():
@@ -320,8 +321,3 @@ def evaluate(
     mean, std = _evaluate(model, venv, episodes, deterministic)
     venv.close()
     return EvalResult(mean, std, episodes, model_path)
-
-
-def _top_level_keys(path: Path) -> list[str]:
-    data = yaml.safe_load(path.read_text())
-    return list(data) if isinstance(data, dict) else []

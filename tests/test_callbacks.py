@@ -45,16 +45,16 @@ def test_restore_is_bit_for_bit():
     assert venv is not None
     obs_mean = obs_rms(venv).mean.copy()
     model.learn(256, reset_num_timesteps=False)  # everything moves on
-    assert not th.equal(snap["policy"]["value_net.weight"], model.policy.state_dict()["value_net.weight"])
+    assert not th.equal(snap.policy["value_net.weight"], model.policy.state_dict()["value_net.weight"])
     rollback.restore(snap)
     state = model.policy.state_dict()
-    assert all(th.equal(snap["policy"][k], state[k]) for k in state)
+    assert all(th.equal(snap.policy[k], state[k]) for k in state)
     assert "value_normalizer.mean" in state
     opt = model.policy.optimizer.state_dict()
-    for key, saved in snap["optimizer"]["state"].items():
+    for key, saved in snap.optimizer["state"].items():
         for name, tensor in saved.items():
             assert th.equal(tensor, opt["state"][key][name])
-    assert [g["lr"] for g in opt["param_groups"]] == [g["lr"] for g in snap["optimizer"]["param_groups"]]
+    assert [g["lr"] for g in opt["param_groups"]] == [g["lr"] for g in snap.optimizer["param_groups"]]
     assert np.array_equal(obs_rms(venv).mean, obs_mean)
 
 
@@ -218,14 +218,14 @@ class TestSnapshotsVouchedForByTheirEpisodes:
         model, rollback = self.setup(confirm_episodes=2)
         model.num_timesteps = 1000
         rollback._advance()  # candidate at step 1000, waiting for episodes
-        assert rollback.healthy is not None and rollback.healthy["timesteps"] == 0
+        assert rollback.healthy is not None and rollback.healthy.timesteps == 0
         # the first episode started at step 0, before the candidate: it does not count
         self.finish_episodes(model, rollback, [-210.0, -950.0, -900.0])
         rollback._advance()  # mean -925 lost 91% of the gain: the step-1000 candidate is thrown away
-        assert rollback.healthy["timesteps"] == 0
+        assert rollback.healthy.timesteps == 0
         self.finish_episodes(model, rollback, [-300.0, -250.0])
         rollback._advance()  # the candidate at 2200 has two episodes at -275 (9% lost): healthy
-        assert rollback.healthy["timesteps"] == 2200
+        assert rollback.healthy.timesteps == 2200
 
     def test_healthy_episodes_promote_the_snapshot(self):
         model, rollback = self.setup(confirm_episodes=2)
@@ -233,23 +233,23 @@ class TestSnapshotsVouchedForByTheirEpisodes:
         rollback._advance()
         self.finish_episodes(model, rollback, [-1000.0, -400.0, -350.0])
         rollback._advance()
-        assert rollback.healthy is not None and rollback.healthy["timesteps"] == 1000
+        assert rollback.healthy is not None and rollback.healthy.timesteps == 1000
 
     def test_without_episodes_a_snapshot_is_confirmed_after_confirm_max_updates(self):
         model, rollback = self.setup(confirm_episodes=2, confirm_max_updates=3)
         for update in range(1, 4):
             model.num_timesteps = 100 * update
             rollback._advance()
-            assert rollback.healthy is not None and rollback.healthy["timesteps"] == 0
+            assert rollback.healthy is not None and rollback.healthy.timesteps == 0
         model.num_timesteps = 400
         rollback._advance()  # the step-100 candidate has waited 3 updates
-        assert rollback.healthy is not None and rollback.healthy["timesteps"] == 100
+        assert rollback.healthy is not None and rollback.healthy.timesteps == 100
 
     def test_confirm_episodes_zero_is_updates_alone(self):
         model, rollback = self.setup(confirm_episodes=0)
         model.num_timesteps = 100
         rollback._advance()
-        assert rollback.healthy is not None and rollback.healthy["timesteps"] == 100
+        assert rollback.healthy is not None and rollback.healthy.timesteps == 100
 
     def test_bad_confirm_options(self):
         with pytest.raises(ValueError, match="confirm_max_updates"):

@@ -225,7 +225,7 @@ def test_cli_train_then_eval(capsys: pytest.CaptureFixture[str], tmp_path: Path)
         "100000",
     )
     assert code == 0, out
-    assert "[100%] 512 steps" in out  # plain progress lines, not a bar, under CI
+    assert "[100%] 512 of 512 steps" in out  # plain progress lines, not a bar, under CI
     assert (run_dir / "command.txt").read_text().strip().endswith("--eval-freq 100000")
     code, out, _ = run_cli(capsys, "eval", str(run_dir), "--episodes", "2")
     assert code == 0 and "mean return" in out

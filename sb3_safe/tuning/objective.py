@@ -21,11 +21,9 @@ from typing import Any
 import optuna
 import torch as th
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
-from stable_baselines3.common.vec_env import VecNormalize
 
-from sb3_safe.callbacks import health_callbacks
+from sb3_safe.build import build_run, safety_callbacks
 from sb3_safe.config import TrainConfig
-from sb3_safe.envs import make_env, make_eval_env, wrap_normalize
 from sb3_safe.errors import ConfigError
 from sb3_safe.tuning.space import SearchSpace
 
@@ -113,9 +111,8 @@ class TrialObjective:
             config = self.base.with_overrides({**overrides, "n_timesteps": self.settings.timesteps})
         except ConfigError as error:
             raise _PruneTrialError(f"invalid configuration: {error}") from None
-        values = config.values
-        rollout = int(values.get("n_steps", 2048)) * config.n_envs
-        batch = int(values.get("batch_size", 64))
+        rollout = int(config.get("n_steps")) * config.n_envs
+        batch = int(config.get("batch_size"))
         if batch > rollout:
             raise _PruneTrialError(f"batch_size {batch} is larger than the rollout ({rollout})")
         between = self.settings.timesteps // self.settings.n_evaluations
@@ -126,7 +123,7 @@ class TrialObjective:
                 f"rollout n_steps * n_envs = {rollout} is longer than the {between} steps between evaluations"
             )
         cap = self.space.max_grad_steps_per_env_step
-        epochs = int(values.get("n_epochs", 10))
+        epochs = int(config.get("n_epochs"))
         if cap is not None and epochs / batch > cap:
             raise _PruneTrialError(
                 f"n_epochs / batch_size = {epochs} / {batch} = {epochs / batch:.3g} gradient steps per env step exceeds "
@@ -163,34 +160,32 @@ class TrialObjective:
 
     def _run_seed(self, trial: optuna.Trial, config: TrainConfig, index: int, deadline: float | None) -> list[float]:
         seed = self.settings.seed + index
-        venv = wrap_normalize(make_env(config, seed), config)
-        eval_env = make_eval_env(config, seed + 1000, normalized=isinstance(venv, VecNormalize))
         try:
-            model = config.algorithm_class(config.policy, venv, seed=seed, device="cpu", **config.algorithm_kwargs())
-        except (ValueError, AssertionError) as error:
+            run = build_run(config, seed=seed)
+        except ConfigError as error:
             raise _PruneTrialError(f"invalid configuration: {error}") from None
+        model = run.model
         evaluations = _TrialEvalCallback(
             trial,
             index * self.settings.n_evaluations,
             deadline,
-            eval_env=eval_env,
+            eval_env=run.eval_env,
             n_eval_episodes=self.settings.eval_episodes,
-            eval_freq=max(self.settings.timesteps // self.settings.n_evaluations // venv.num_envs, 1),
+            eval_freq=max(self.settings.timesteps // self.settings.n_evaluations // run.venv.num_envs, 1),
             deterministic=True,
             verbose=0,
         )
-        # Health first: the rollback repairs NaN observations and statistics before the evaluation syncs them.
-        monitor, rollback = health_callbacks(config, verbose=False)
-        callbacks: list[BaseCallback] = [cb for cb in (monitor, rollback) if cb is not None]
-        callbacks.append(evaluations)
+        safety = safety_callbacks(config, verbose=False)
+        monitor, rollback = safety.monitor, safety.rollback
+        # Safety first: the guard repairs NaN observations and statistics before the evaluation syncs them.
+        callbacks: list[BaseCallback] = [*safety.as_list(), evaluations]
         try:
             model.learn(self.settings.timesteps, callback=callbacks)
         except (ValueError, RuntimeError, FloatingPointError) as error:  # NaN in plain PPO reaches torch's checks
             raise _PruneTrialError(f"crashed with {type(error).__name__}: {str(error).splitlines()[0]}") from None
         finally:
             self._timesteps_run += model.num_timesteps
-            venv.close()
-            eval_env.close()
+            run.close()
         if evaluations.stop_reason is not None:
             raise _PruneTrialError(f"seed {seed}: {evaluations.stop_reason}")
         if rollback is not None and rollback.exhausted:

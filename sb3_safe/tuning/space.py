@@ -25,12 +25,13 @@ from typing import Any
 import optuna
 import yaml
 
-from sb3_safe.config import POLICY_KWARGS, SCHEMA
+from sb3_safe.config import BUNDLED_HYPERPARAMS, POLICY_KWARGS, SCHEMA
 from sb3_safe.errors import ConfigError, did_you_mean
 
 __all__ = ["DEFAULT_SPACE", "Param", "SearchSpace", "load_space"]
 
-DEFAULT_SPACE = Path(__file__).resolve().parent.parent.parent / "hyperparams" / "spaces" / "safe_ppo.yml"
+#: The search space shipped with sb3-safe (``hyperparams/spaces/safe_ppo.yml`` in the repository).
+DEFAULT_SPACE = BUNDLED_HYPERPARAMS / "spaces" / "safe_ppo.yml"
 KINDS = ("loguniform", "uniform", "int", "categorical", "one_minus_loguniform")
 LIMITS = {"max_grad_steps_per_env_step": "gradient steps per environment step, n_epochs / batch_size"}
 

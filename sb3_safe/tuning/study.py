@@ -26,7 +26,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from sb3_safe.config import SCHEMA, load_config
-from sb3_safe.errors import ConfigError
+from sb3_safe.errors import ConfigError, MissingDependencyError, StorageError, UserError
 from sb3_safe.tuning.objective import ObjectiveSettings, TrialObjective
 from sb3_safe.tuning.space import load_space
 
@@ -76,7 +76,7 @@ def storage_url(settings: TuneSettings) -> str:
         return url
     scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
     if scheme not in _SCHEMES:
-        raise ConfigError(
+        raise StorageError(
             f"--storage {_hide_password(url)!r}: unknown scheme {scheme or url!r}. Use sqlite:///path/study.db, "
             "postgresql://user:password@127.0.0.1/db, mysql://..., or a path ending in .log (journal file)"
         )
@@ -99,10 +99,12 @@ def _storage(settings: TuneSettings) -> optuna.storages.BaseStorage:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return _rdb_storage(url, engine_kwargs, settings.heartbeat_interval)
     except ImportError as error:
-        raise ConfigError(f"--storage {_hide_password(url)!r} needs a driver: {error}. pip install 'sb3-safe[tune]'") from None
+        raise StorageError(
+            f"--storage {_hide_password(url)!r} needs a driver: {error}. pip install 'sb3-safe[tune]'"
+        ) from None
     except Exception as error:  # sqlalchemy raises OperationalError and friends on an unreachable server
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ConfigError(
+        raise StorageError(
             f"cannot open storage {_hide_password(url)!r}: {first}. Is the database server running and reachable, "
             "and do the user, password and database exist?"
         ) from None
@@ -125,7 +127,7 @@ def _sampler(settings: TuneSettings) -> optuna.samplers.BaseSampler:
     if settings.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if importlib.util.find_spec("cmaes") is None:
-        raise ConfigError("--sampler cmaes needs the cmaes package: pip install 'sb3-safe[tune]'")
+        raise MissingDependencyError("--sampler cmaes needs the cmaes package: pip install 'sb3-safe[tune]'")
     return optuna.samplers.CmaEsSampler(n_startup_trials=settings.n_startup_trials, seed=seed)
 
 
@@ -197,7 +199,7 @@ def run_worker(settings: TuneSettings) -> None:
 def _worker_entry(settings: TuneSettings) -> None:
     try:
         run_worker(settings)
-    except ConfigError as error:
+    except UserError as error:
         raise SystemExit(f"sb3-safe: error: {error}") from None
 
 

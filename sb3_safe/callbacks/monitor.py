@@ -1,0 +1,158 @@
+"""HealthMonitorCallback: the detectors of :mod:`sb3_safe.health` after every PPO update."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from stable_baselines3.common.callbacks import BaseCallback
+
+from sb3_safe.health import SEVERITY_RANK, Finding, Thresholds, TroubleTracker, detect
+from sb3_safe.options import CountOrZero, check_fields
+from sb3_safe.runs import append_jsonl
+
+__all__ = ["HealthMonitorCallback", "MonitorOptions"]
+
+
+@dataclass(frozen=True)
+class MonitorOptions:
+    """The monitor's own options (a profile's ``health:`` block holds these and every :class:`Thresholds` field)."""
+
+    #: A finding code is reported again after this many updates without it.
+    quiet_updates: CountOrZero = 5
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+
+
+class HealthMonitorCallback(BaseCallback):
+    """
+    After every PPO update, run the detectors of :mod:`sb3_safe.health` and report what is wrong.
+
+    Each episode of trouble (a finding code that starts firing) is printed once with its
+    advice, appended to ``health.jsonl`` and recorded to the logger as ``health/<code>``
+    (1 info, 2 warning, 3 critical); ``health/critical`` is 1 while any critical finding holds.
+
+    With :class:`sb3_safe.SafePPO` it reads the per-update record (``model.last_update``); with
+    plain ``PPO`` the ``train/*`` values SB3's logger holds between ``train()`` and the next dump.
+
+    :param thresholds: A :class:`~sb3_safe.health.Thresholds` or a mapping of its fields
+    :param log_path: The ``health.jsonl`` file (default: ``health.jsonl`` in the logger's folder, if any)
+    :param quiet_updates: A code is reported again after this many updates without it
+    :param verbose: 1 prints findings, 0 is silent
+    """
+
+    def __init__(
+        self,
+        thresholds: Thresholds | Mapping[str, Any] | None = None,
+        log_path: str | Path | None = None,
+        quiet_updates: int = 5,
+        verbose: int = 1,
+    ) -> None:
+        super().__init__(verbose)
+        self.thresholds = thresholds if isinstance(thresholds, Thresholds) else Thresholds(**(thresholds or {}))
+        self.options = MonitorOptions(quiet_updates)
+        self.log_path = None if log_path is None else Path(log_path)
+        self.history: list[dict[str, float]] = []
+        #: Findings that opened an episode of trouble, in time order
+        self.findings: list[Finding] = []
+        #: Every finding at the latest update
+        self.latest: list[Finding] = []
+        self._tracker = TroubleTracker(self.options.quiet_updates)
+        self._last_update_id: int | None = None
+        self._rollout_flags: dict[str, float] = {}
+
+    def _init_callback(self) -> None:
+        if self.log_path is None:
+            folder = self.logger.get_dir() if self.logger is not None else None
+            self.log_path = Path(folder) / "health.jsonl" if folder else None
+
+    @property
+    def critical(self) -> bool:
+        """Whether a critical finding holds at the latest update."""
+        return any(f.severity == "critical" for f in self.latest)
+
+    @property
+    def last_update_id(self) -> int | None:
+        """SB3's ``_n_updates`` at the update the monitor saw last (``None`` before the first)."""
+        return self._last_update_id
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        buffer = getattr(self.model, "rollout_buffer", None)
+        if buffer is not None:
+            self.note("obs_finite", is_finite(buffer.observations))
+            self.note("rewards_finite", bool(np.isfinite(buffer.rewards).all()))
+
+    def note(self, flag: str, ok: bool) -> None:
+        """Record a check (``obs_finite``, ``rewards_finite``) for the next update's row; a failure sticks until then."""
+        self._rollout_flags[flag] = min(self._rollout_flags.get(flag, 1.0), float(ok))
+
+    def _on_rollout_start(self) -> None:
+        self.check()
+
+    def _on_training_end(self) -> None:
+        self.check()
+
+    def _row(self) -> dict[str, float] | None:
+        """The latest update's metrics, or ``None`` when no new update ran since the last check."""
+        update_id = int(getattr(self.model, "_n_updates", 0))
+        if update_id == 0 or update_id == self._last_update_id:
+            return None
+        self._last_update_id = update_id
+        record = getattr(self.model, "last_update", None)
+        if record is not None:
+            row = {k: float(v) for k, v in record.as_dict().items() if isinstance(v, (int, float))}
+        else:  # plain PPO: what SB3's logger holds until the next dump
+            row = {k.removeprefix("train/"): float(v) for k, v in self.logger.name_to_value.items() if k.startswith("train/")}
+            row["timesteps"] = float(self.num_timesteps)
+        episodes = self.model.ep_info_buffer
+        if episodes:
+            row["ep_rew_mean"] = float(np.mean([ep["r"] for ep in episodes]))
+            row["episodes"] = float(len(episodes))
+        row.update(self._rollout_flags)
+        self._rollout_flags = {}
+        return row
+
+    def check(self) -> list[Finding]:
+        """
+        Process the latest update if it is new (idempotent, so several callbacks may call it).
+
+        :return: The findings at the latest update
+        """
+        row = self._row()
+        if row is None:
+            return self.latest
+        self.history.append(row)
+        target_kl = getattr(self.model, "target_kl", None)
+        self.latest = detect(self.history, self.thresholds, target_kl)
+        for finding in self.latest:
+            self.logger.record(f"health/{finding.code}", SEVERITY_RANK[finding.severity] + 1)
+        self.logger.record("health/critical", int(self.critical))
+        for finding in self._tracker.new(self.latest):
+            self.findings.append(finding)
+            append_jsonl(self.log_path, {"event": "finding", **finding.as_dict()})
+            if self.verbose >= 1:
+                print(
+                    f"[health] step {finding.timestep:,} {finding.severity.upper()} {finding.code}: {finding.message} "
+                    f"Advice: {finding.advice}",
+                    flush=True,
+                )
+        return self.latest
+
+    def forget_after(self, length: int) -> None:
+        """Drop history rows past ``length`` (after a rollback, the rolled-back updates no longer count)."""
+        del self.history[length:]
+        self.latest = []
+
+
+def is_finite(array: Any) -> bool:
+    """:return: Whether an array (or every array of a dict observation) holds only finite values"""
+    if isinstance(array, dict):
+        return all(bool(np.isfinite(v).all()) for v in array.values())
+    return bool(np.isfinite(array).all())

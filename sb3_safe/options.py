@@ -1,0 +1,181 @@
+"""
+What an option accepts, said once in its type and checked from there.
+
+The options of the health detectors (:class:`~sb3_safe.health.Thresholds`) and of the
+callbacks (:class:`~sb3_safe.callbacks.RollbackOptions`, ...) are dataclass fields annotated
+with one of the kinds below. The same annotation checks a value passed in Python
+(``__post_init__`` calls :func:`check_fields`) and one read from a profile
+(:func:`check_mapping`), so the check cannot drift from the field.
+
+>>> from dataclasses import dataclass
+>>> @dataclass(frozen=True)
+... class Example:
+...     window: Count = 10
+...     def __post_init__(self) -> None:
+...         check_fields(self)
+>>> Example(window=2.5)
+Traceback (most recent call last):
+...
+sb3_safe.options.OptionError: `window` = 2.5: must be a whole number >= 1 (a count)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from sb3_safe.errors import ConfigError, did_you_mean
+
+__all__ = [
+    "KINDS",
+    "AnyFinite",
+    "Count",
+    "CountOrZero",
+    "Factor",
+    "Fraction",
+    "FractionOrZero",
+    "Kind",
+    "Multiple",
+    "NonNegative",
+    "OptionError",
+    "Positive",
+    "check_fields",
+    "check_mapping",
+    "check_value",
+    "option_kinds",
+]
+
+
+class OptionError(ConfigError):
+    """An option's value is not what its kind accepts."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """
+    One kind of option value.
+
+    :param name: Short name (``count``)
+    :param allowed: What is allowed, in words, for the error message
+    :param accepts: Whether a finite number is allowed
+    :param integer: Whether only whole numbers are allowed
+    """
+
+    name: str
+    allowed: str
+    accepts: Callable[[float], bool]
+    integer: bool = False
+
+    def check(self, key: str, value: Any) -> int | float:
+        """
+        :param key: The option's name, for the message
+        :param value: The value to check
+        :return: The value as ``int`` or ``float``
+        :raises OptionError: When the value is not a number of this kind
+        """
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = float(value)  # YAML reads 1e-3 (no dot) as a string
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        number = float(value) if ok else math.nan
+        if ok and math.isfinite(number) and (not self.integer or number.is_integer()) and self.accepts(number):
+            return int(number) if self.integer else number
+        raise OptionError(f"`{key}` = {value!r}: must be {self.allowed} ({self.name})")
+
+
+#: Every kind by name.
+KINDS: dict[str, Kind] = {
+    kind.name: kind
+    for kind in (
+        Kind("count", "a whole number >= 1", lambda x: x >= 1, integer=True),
+        Kind("count or zero", "a whole number >= 0", lambda x: x >= 0, integer=True),
+        Kind("fraction", "a number in (0, 1]", lambda x: 0 < x <= 1),
+        Kind("fraction or zero", "a number in [0, 1]", lambda x: 0 <= x <= 1),
+        Kind("factor", "a number in (0, 1]: 1 keeps the value", lambda x: 0 < x <= 1),
+        Kind("multiple", "a number > 1", lambda x: x > 1),
+        Kind("positive", "a finite number > 0", lambda x: x > 0),
+        Kind("non-negative", "a finite number >= 0", lambda x: x >= 0),
+        Kind("any finite", "any finite number", lambda x: True),
+    )
+}
+
+#: A number of updates, episodes or rollbacks, at least one.
+Count = Annotated[int, KINDS["count"]]
+#: A count that may be zero (zero turns the thing off).
+CountOrZero = Annotated[int, KINDS["count or zero"]]
+#: A share of something: in (0, 1].
+Fraction = Annotated[float, KINDS["fraction"]]
+#: A share that may be zero: in [0, 1].
+FractionOrZero = Annotated[float, KINDS["fraction or zero"]]
+#: A multiplier that lowers a value: in (0, 1].
+Factor = Annotated[float, KINDS["factor"]]
+#: How many times a reference level: above 1.
+Multiple = Annotated[float, KINDS["multiple"]]
+#: A finite level above zero (a KL, a std).
+Positive = Annotated[float, KINDS["positive"]]
+#: A finite level at or above zero.
+NonNegative = Annotated[float, KINDS["non-negative"]]
+#: Any finite number (an explained variance can be any negative number).
+AnyFinite = Annotated[float, KINDS["any finite"]]
+
+
+def option_kinds(cls: type[Any]) -> dict[str, Kind]:
+    """
+    :param cls: A dataclass whose fields are annotated with the kinds above
+    :return: Each field's kind, in field order
+    :raises TypeError: When a field has no kind (a programming error, caught by the tests)
+    """
+    hints = typing.get_type_hints(cls, include_extras=True)
+    kinds = {}
+    for field in dataclasses.fields(cls):
+        metadata = getattr(hints[field.name], "__metadata__", ())
+        found = [m for m in metadata if isinstance(m, Kind)]
+        if not found:
+            raise TypeError(f"{cls.__name__}.{field.name} has no option kind: annotate it with one of sb3_safe.options")
+        kinds[field.name] = found[0]
+    return kinds
+
+
+def check_value(cls: type[Any], key: str, value: Any) -> int | float:
+    """Check one option of ``cls``; :raises OptionError: on a bad value."""
+    return option_kinds(cls)[key].check(key, value)
+
+
+def check_fields(instance: Any) -> None:
+    """
+    Check every field of a dataclass instance against its kind (call it from ``__post_init__``).
+
+    :raises OptionError: On the first field whose value its kind does not accept
+    """
+    for key, kind in option_kinds(type(instance)).items():
+        kind.check(key, getattr(instance, key))
+
+
+def check_mapping(classes: tuple[type[Any], ...], value: Mapping[str, Any], prefix: str = "") -> dict[str, int | float]:
+    """
+    Check a mapping of options (a profile's ``health:`` block) against the fields of ``classes``.
+
+    :param classes: Dataclasses whose fields together are the allowed keys
+    :param value: The mapping
+    :param prefix: Put before each key in messages (``health.``)
+    :return: The values as numbers
+    :raises OptionError: On an unknown key (with "did you mean") or a bad value
+    """
+    kinds: dict[str, Kind] = {}
+    for cls in classes:
+        kinds.update(option_kinds(cls))
+    out: dict[str, int | float] = {}
+    for key, item in value.items():
+        kind = kinds.get(str(key))
+        if kind is None:
+            raise OptionError(
+                f"unknown key `{prefix}{key}`.{did_you_mean(str(key), kinds)} Allowed: "
+                f"{', '.join(prefix + name for name in kinds)}. Fix the spelling or remove it"
+            )
+        out[str(key)] = kind.check(f"{prefix}{key}", item)
+    return out

@@ -1,0 +1,110 @@
+"""
+Snapshots: everything a rollback restores, as plain data, with functions to take, restore, write and read them.
+
+A snapshot holds deep copies of the policy's ``state_dict`` (value-normalizer statistics
+included), the optimizer's state and the VecNormalize statistics, in memory. Restoring one
+puts every tensor back bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch as th
+from stable_baselines3.common.base_class import BaseAlgorithm
+
+from sb3_safe.errors import CheckpointError
+from sb3_safe.runs import atomic_write
+
+__all__ = ["Snapshot", "read_snapshot", "restore_snapshot", "take_snapshot", "write_snapshot"]
+
+# The VecNormalize attributes that hold its running statistics.
+_VEC_NORMALIZE_STATS = ("obs_rms", "ret_rms")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """
+    A training state to go back to.
+
+    :param policy: The policy's ``state_dict``, cloned
+    :param optimizer: The optimizer's ``state_dict``, deep-copied (moments and learning rates)
+    :param vec_normalize: VecNormalize's running statistics by attribute name, or ``None`` without VecNormalize
+    :param timesteps: The model's ``num_timesteps`` when it was taken
+    :param history_length: How many updates the health monitor had seen then
+    """
+
+    policy: dict[str, th.Tensor]
+    optimizer: dict[str, Any]
+    vec_normalize: dict[str, Any] | None
+    timesteps: int
+    history_length: int = 0
+
+
+def take_snapshot(model: BaseAlgorithm, history_length: int = 0) -> Snapshot:
+    """
+    :param model: An on-policy SB3 model (its policy has an ``optimizer``)
+    :param history_length: The health monitor's history length, recorded with the snapshot
+    :return: Deep copies of the model's trainable state and its VecNormalize statistics
+    """
+    policy = model.policy
+    venv = model.get_vec_normalize_env()
+    return Snapshot(
+        policy={key: value.detach().clone() for key, value in policy.state_dict().items()},
+        optimizer=copy.deepcopy(policy.optimizer.state_dict()),
+        vec_normalize=None
+        if venv is None
+        else {name: copy.deepcopy(getattr(venv, name)) for name in _VEC_NORMALIZE_STATS if hasattr(venv, name)},
+        timesteps=int(model.num_timesteps),
+        history_length=history_length,
+    )
+
+
+def restore_snapshot(model: BaseAlgorithm, snapshot: Snapshot) -> None:
+    """
+    Put a snapshot back, bit for bit: tensors are copied into the existing parameters, so
+    the optimizer keeps pointing at them. VecNormalize's running discounted returns are reset.
+
+    :param model: The model the snapshot was taken from
+    :param snapshot: The snapshot
+    """
+    policy = model.policy
+    policy.load_state_dict(snapshot.policy)
+    policy.optimizer.load_state_dict(copy.deepcopy(snapshot.optimizer))
+    venv = model.get_vec_normalize_env()
+    if venv is not None and snapshot.vec_normalize is not None:
+        for name, value in snapshot.vec_normalize.items():
+            setattr(venv, name, copy.deepcopy(value))
+        venv.returns = np.zeros_like(venv.returns)
+
+
+def write_snapshot(snapshot: Snapshot, path: Path) -> None:
+    """Write a snapshot to ``path`` atomically (``torch.save`` of its fields)."""
+    fields = {
+        "policy": snapshot.policy,
+        "optimizer": snapshot.optimizer,
+        "vec_normalize": snapshot.vec_normalize,
+        "timesteps": snapshot.timesteps,
+        "history_length": snapshot.history_length,
+    }
+    atomic_write(path, lambda tmp: th.save(fields, tmp))
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """
+    :param path: A file written by :func:`write_snapshot`
+    :return: The snapshot
+    :raises CheckpointError: When the file is missing or damaged
+    """
+    try:
+        # VecNormalize's RunningMeanStd objects are pickled: only read snapshots this project wrote.
+        fields = th.load(path, weights_only=False)
+        return Snapshot(**fields)
+    except FileNotFoundError:
+        raise CheckpointError(f"snapshot {str(path)!r} does not exist") from None
+    except Exception as error:  # pickle and torch raise many types on a damaged file
+        raise CheckpointError(f"snapshot {str(path)!r} cannot be read (damaged or not a snapshot): {error}") from None
