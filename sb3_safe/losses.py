@@ -2,9 +2,10 @@
 Pure loss functions for PPO-style updates.
 
 Every function here takes tensors (and plain floats) and returns tensors. None of them
-touches an SB3 class, so the same math serves :class:`sb3_safe.SafePPO` and any other
-PPO variant (``RecurrentPPO``, ``MaskablePPO``) that wants it. Each one is unit-tested
-against values computed by hand in ``tests/test_losses.py``.
+touches an SB3 class, so the math can be reused by other PPO variants. They reduce with a
+plain mean over the minibatch: none takes a mask yet, so a recurrent update whose padded
+sequence slots must be left out (sb3-contrib's ``RecurrentPPO``) cannot use them as they are.
+Each one is unit-tested against values computed by hand in ``tests/test_losses.py``.
 """
 
 from __future__ import annotations

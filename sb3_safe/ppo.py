@@ -68,8 +68,9 @@ class SafePPO(PPO):
         (https://github.com/DLR-RM/stable-baselines3/issues/338).
     :param kl_stop: How ``target_kl`` stops the epochs. ``"minibatch"`` (default, SB3's rule):
         stop before the step of the first minibatch whose approx KL exceeds ``1.5 * target_kl``.
-        ``"epoch"`` (CleanRL's rule): finish the epoch, stop the remaining ones when its mean
-        approx KL exceeds ``target_kl``.
+        ``"epoch"``: finish the epoch, then stop the remaining ones when the mean approx KL over
+        that epoch's minibatches exceeds ``target_kl``. (CleanRL also checks once per epoch, but
+        against the KL of the epoch's *last* minibatch; the mean is steadier.)
     :param adv_norm_min_std: With ``normalize_advantage``, a minibatch whose advantage std is
         below this is only centred, not scaled: scaling near-constant advantages to unit std
         turns numerical noise into a gradient. ``0.0`` (default) is SB3's behaviour.
