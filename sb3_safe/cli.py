@@ -283,7 +283,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     :return: Exit status: 0 success, 2 user error, 3 training stopped after running out of rollbacks
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help, or a bad argument (one line already printed): a status, not an exception
+        return stop.code if isinstance(stop.code, int) else EXIT_USAGE
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning

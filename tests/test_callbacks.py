@@ -17,7 +17,7 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_safe import SafePPO
-from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback, ScaledSchedule
+from sb3_safe.callbacks import HealthMonitorCallback, NonFiniteGuardCallback, RollbackCallback, ScaledSchedule
 from sb3_safe.config import load_config
 from sb3_safe.faults import NonFiniteInjection, RewardOutliers, RewardScale, corrupt_gradients
 from sb3_safe.training import train
@@ -256,3 +256,32 @@ class TestSnapshotsVouchedForByTheirEpisodes:
             RollbackCallback(confirm_updates=4, confirm_max_updates=2)
         with pytest.raises(ValueError, match="confirm_episodes"):
             RollbackCallback(confirm_episodes=-1)
+
+
+def test_guard_alone_keeps_nan_out_without_a_rollback(tmp_path: Path):
+    # rollback: false no longer turns off the protection against non-finite observations.
+    config = load_config(
+        "safe",
+        "Pendulum-v1",
+        {"n_timesteps": 1024, "n_envs": 2, "n_steps": 64, "batch_size": 64, "rollback": False, "guard": True},
+    )
+    result = train(
+        config,
+        runs_root=tmp_path,
+        eval_freq=10**6,
+        env_wrapper=lambda e: NonFiniteInjection(e, at_step=300, target="obs"),  # type: ignore[arg-type]
+        progress_bar=False,
+    )
+    assert result.rollback is None and result.num_timesteps == 1024
+    assert result.monitor is not None and any(f.code == "non_finite" for f in result.monitor.findings)
+    assert all(th.isfinite(p).all() for p in result.model.policy.parameters())
+
+
+def test_guard_in_a_plain_sb3_script_warns_once_and_repairs_statistics():
+    env = venv_with(lambda e: NonFiniteInjection(e, at_step=100, target="obs"))  # type: ignore[arg-type]
+    model = PPO("MlpPolicy", env, **TINY)
+    guard = NonFiniteGuardCallback()
+    with pytest.warns(UserWarning, match="non-finite obs at step"):
+        model.learn(512, callback=guard)
+    assert guard.repairs == 1  # both environments send their NaN observation in the same vector step
+    assert np.isfinite(obs_rms(env).mean).all() and np.isfinite(obs_rms(env).var).all()
