@@ -269,7 +269,7 @@ def test_guard_alone_keeps_nan_out_without_a_rollback(tmp_path: Path):
         config,
         runs_root=tmp_path,
         eval_freq=10**6,
-        env_wrapper=lambda e: NonFiniteInjection(e, at_step=300, target="obs"),  # type: ignore[arg-type]
+        env_wrapper=lambda e: NonFiniteInjection(e, at_step=300, target="obs"),
         progress_bar=False,
     )
     assert result.rollback is None and result.num_timesteps == 1024
@@ -278,7 +278,7 @@ def test_guard_alone_keeps_nan_out_without_a_rollback(tmp_path: Path):
 
 
 def test_guard_in_a_plain_sb3_script_warns_once_and_repairs_statistics():
-    env = venv_with(lambda e: NonFiniteInjection(e, at_step=100, target="obs"))  # type: ignore[arg-type]
+    env = venv_with(lambda e: NonFiniteInjection(e, at_step=100, target="obs"))
     model = PPO("MlpPolicy", env, **TINY)
     guard = NonFiniteGuardCallback()
     with pytest.warns(UserWarning, match="non-finite obs at step"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch as th
@@ -14,7 +15,7 @@ from sb3_safe.confirmation import SnapshotConfirmer
 from sb3_safe.errors import CheckpointError
 from sb3_safe.snapshots import read_snapshot, restore_snapshot, take_snapshot, write_snapshot
 
-TINY = dict(n_steps=64, batch_size=64, n_epochs=2, seed=0, device="cpu", policy_kwargs=dict(net_arch=[16]))
+TINY: dict[str, Any] = dict(n_steps=64, batch_size=64, n_epochs=2, seed=0, device="cpu", policy_kwargs=dict(net_arch=[16]))
 
 
 def healthy_above(level: float):
@@ -82,7 +83,7 @@ def test_snapshot_write_read_restore_bit_for_bit(tmp_path: Path):
     now_state = model.policy.optimizer.state_dict()["state"]
     assert all(th.equal(saved_state[k][name], now_state[k][name]) for k in saved_state for name in saved_state[k])
     assert loaded.vec_normalize is not None
-    assert (venv.obs_rms.mean == loaded.vec_normalize["obs_rms"].mean).all()
+    assert (venv.obs_rms.mean == loaded.vec_normalize["obs_rms"].mean).all()  # type: ignore[attr-defined]
 
 
 def test_damaged_snapshot_is_a_checkpoint_error(tmp_path: Path):
