@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_SPEC ?= torch==$(TORCH_VERSION)
-EXTRAS ?= dev,plots,envs,tune
+EXTRAS ?= dev,docs,plots,envs,tune
 
 BIN := $(VENV)/bin
 PY := $(BIN)/python
@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 bench bench-quick bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-wheel docs bench bench-quick bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -40,7 +40,9 @@ train: $(STAMP)
 tune: $(STAMP)
 	$(BIN)/sb3-safe tune --env $(TUNE_ENV) --profile $(PROFILE) --trials $(TRIALS) --workers $(WORKERS) $(if $(STEPS),--timesteps $(STEPS)) $(ARGS)
 
-test: lint type pytest test-sb3
+# Everything CI runs. pytest starts PostgreSQL itself where it can (.ci/with-postgres) and says at the
+# end when it had to skip the shared-study test.
+test: lint type docs pytest test-sb3 test-wheel
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -54,7 +56,16 @@ type: $(STAMP)
 	$(BIN)/mypy sb3_safe tests benchmarks
 
 pytest: $(STAMP)
-	$(PY) -m pytest -n 2 tests
+	.ci/with-postgres $(PY) -m pytest -n 2 tests
+
+# The wheel as users install it, in a new virtual environment, used from outside the clone.
+test-wheel: $(STAMP)
+	scripts/test-wheel $(abspath $(PY)) "$(TORCH_SPEC)"
+
+# The API reference and the guides; warnings are errors.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+	@echo "Documentation: docs/_build/html/index.html"
 
 # SB3's own tests that involve PPO, from its PyPI source distribution at the installed
 # version, with SafePPO in place of PPO (see .ci/sb3_upstream_plugin.py). test_utils.py is
@@ -81,4 +92,4 @@ bench-tune: $(STAMP)
 	$(PY) benchmarks/tune.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache docs/_build docs/_generated

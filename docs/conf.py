@@ -1,0 +1,57 @@
+"""Sphinx configuration: the API reference from the reST docstrings, the guides from the Markdown files."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import sb3_safe  # noqa: E402
+from sb3_safe.config import SCHEMA  # noqa: E402
+
+project = "sb3-safe"
+author = "sb3-safe developers"
+release = version = sb3_safe.__version__
+
+extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode", "myst_parser"]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build", "img"]
+myst_heading_anchors = 3
+autodoc_member_order = "bysource"
+autodoc_typehints = "description"
+autodoc_default_options = {"members": True, "show-inheritance": True}
+# SB3 and torch are documented elsewhere: their types are named, not linked.
+nitpicky = False
+html_theme = "alabaster"
+html_static_path: list[str] = []
+suppress_warnings = ["myst.xref_missing"]  # the README links to repository files (Makefile, tests/...) that are not pages
+
+
+def _profile_keys_page() -> None:
+    """docs/_generated/profile-keys.md: every profile key with what it accepts, from sb3_safe.config.SCHEMA."""
+    lines = [
+        "# Profile keys",
+        "",
+        "Generated from `sb3_safe.config.SCHEMA` when the documentation is built. "
+        "`health:` takes every field of {class}`sb3_safe.health.Thresholds` and of "
+        "{class}`sb3_safe.callbacks.MonitorOptions`; `rollback:` takes the fields of "
+        "{class}`sb3_safe.callbacks.RollbackOptions`; each field's type says what it accepts "
+        "({mod}`sb3_safe.options`).",
+        "",
+        "| key | accepts | SafePPO only | what it is |",
+        "|---|---|---|---|",
+    ]
+    for key, spec in SCHEMA.items():
+        accepts = spec.kind + (f", {spec.range_text()}" if spec.range_text() else "") + (", or null" if spec.nullable else "")
+        lines.append(f"| `{key}` | {accepts} | {'yes' if spec.safe_only else ''} | {spec.doc} |")
+    out = Path(__file__).parent / "_generated"
+    out.mkdir(exist_ok=True)
+    text = "\n".join(lines) + "\n"
+    page = out / "profile-keys.md"
+    if not page.is_file() or page.read_text() != text:
+        page.write_text(text)
+
+
+_profile_keys_page()
