@@ -13,10 +13,12 @@ the detectors that need it stay silent; it never raises.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 import statistics
-from collections.abc import Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
@@ -31,7 +33,17 @@ from sb3_safe.options import (
     check_fields,
 )
 
-__all__ = ["DETECTORS", "SEVERITY_RANK", "Finding", "Thresholds", "TroubleTracker", "detect", "gain_lost", "scan"]
+__all__ = [
+    "DETECTORS",
+    "SEVERITY_RANK",
+    "Finding",
+    "HealthHistory",
+    "Thresholds",
+    "TroubleTracker",
+    "detect",
+    "gain_lost",
+    "scan",
+]
 
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -134,36 +146,165 @@ def _get(row: Row, key: str) -> float | None:
         return None
 
 
-def _series(history: Sequence[Row], key: str) -> list[float]:
-    return [v for v in (_get(row, key) for row in history) if v is not None and math.isfinite(v)]
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
 
 
-def _first(history: Sequence[Row], key: str) -> float | None:
-    for row in history:
-        value = _get(row, key)
-        if value is not None and math.isfinite(value):
-            return value
-    return None
+class HealthHistory:
+    """
+    What the detectors know of a run's past, in bounded memory: the most recent rows and
+    running summaries of the rest (first values, start and best return, early loss level).
+
+    Feeding it one row per update costs the same at the 1,000th and the 1,000,000th update,
+    and it holds the same memory: the live monitor keeps one for the whole run, and
+    :func:`scan` replays a log through one. Copies are cheap (a rollback keeps one with each
+    snapshot) and :meth:`state_dict` / :meth:`load_state_dict` carry it across a resume.
+
+    :param thresholds: The detector thresholds; their windows size the bounded parts
+    """
+
+    def __init__(self, thresholds: Thresholds | None = None) -> None:
+        t = thresholds or Thresholds()
+        self.thresholds = t
+        reference = t.divergence_window + t.divergence_updates
+        self.window = max(
+            t.reward_collapse_window, reference, t.frozen_updates, t.collapse_updates, t.reward_collapse_updates + 1, 3
+        )
+        #: The latest rows, oldest first (at most :attr:`window`)
+        self.rows: deque[dict[str, float]] = deque(maxlen=self.window)
+        #: Updates seen
+        self.count = 0
+        #: First finite value of the keys that are compared with their start (``std``, ``entropy_loss``)
+        self.first: dict[str, float] = {}
+        #: Mean episode returns over enough episodes (``reward_collapse_min_episodes``): how many, the first, the best
+        self.n_returns = 0
+        self.start_return: float | None = None
+        self.best_return: float | None = None
+        #: Finite value losses (raw, and over the rollout's return variance): the latest, and the largest of the first window
+        self.losses: deque[float] = deque(maxlen=reference)
+        self.scaled_losses: deque[float] = deque(maxlen=reference)
+        self.early_loss_max = {"raw": -math.inf, "scaled": -math.inf}
+        self.early_loss_count = {"raw": 0, "scaled": 0}
+        #: Whether every row with a value loss also had a positive return spread
+        self.spread_logged = True
+
+    def __len__(self) -> int:
+        return self.count
+
+    @classmethod
+    def of(cls, rows: Iterable[Row], thresholds: Thresholds | None = None) -> HealthHistory:
+        """:return: A history fed with ``rows`` in order"""
+        history = cls(thresholds)
+        for row in rows:
+            history.push(row)
+        return history
+
+    def push(self, row: Row) -> None:
+        """Add the latest update's row."""
+        t = self.thresholds
+        clean = {key: value for key in row if (value := _get(row, key)) is not None}
+        self.rows.append(clean)
+        self.count += 1
+        for key in _FIRST_KEYS:
+            if key not in self.first and _finite(clean.get(key)):
+                self.first[key] = clean[key]
+        ret = clean.get("ep_rew_mean")
+        if _finite(ret) and _enough_episodes(clean, t):
+            assert ret is not None
+            self.n_returns += 1
+            self.start_return = ret if self.start_return is None else self.start_return
+            self.best_return = ret if self.best_return is None else max(self.best_return, ret)
+        loss, spread = clean.get("value_loss"), clean.get("returns_std")
+        if loss is not None and not (spread is not None and spread > 0):
+            self.spread_logged = False
+        if _finite(loss):
+            assert loss is not None
+            self._add_loss("raw", loss, self.losses)
+            if spread is not None and spread > 0:
+                self._add_loss("scaled", loss / spread**2, self.scaled_losses)
+
+    def _add_loss(self, kind: str, value: float, recent: deque[float]) -> None:
+        recent.append(value)
+        if self.early_loss_count[kind] < self.thresholds.divergence_window:
+            self.early_loss_count[kind] += 1
+            self.early_loss_max[kind] = max(self.early_loss_max[kind], value)
+
+    @property
+    def last(self) -> dict[str, float]:
+        return self.rows[-1]
+
+    def tail(self, n: int) -> list[dict[str, float]] | None:
+        """:return: The last ``n`` rows, or ``None`` while fewer than ``n`` updates were seen"""
+        return list(self.rows)[-n:] if self.count >= n else None
+
+    def copy(self) -> HealthHistory:
+        """:return: An independent copy (rows are not shared)"""
+        other = copy.copy(self)
+        other.rows = deque((dict(row) for row in self.rows), maxlen=self.window)
+        other.first, other.early_loss_max, other.early_loss_count = (
+            dict(self.first),
+            dict(self.early_loss_max),
+            dict(self.early_loss_count),
+        )
+        other.losses, other.scaled_losses = copy.copy(self.losses), copy.copy(self.scaled_losses)
+        return other
+
+    def state_dict(self) -> dict[str, Any]:
+        """:return: Plain data (JSON-compatible) to save beside a checkpoint"""
+        return {
+            "rows": list(self.rows),
+            "count": self.count,
+            "first": self.first,
+            "n_returns": self.n_returns,
+            "start_return": self.start_return,
+            "best_return": self.best_return,
+            "losses": list(self.losses),
+            "scaled_losses": list(self.scaled_losses),
+            "early_loss_max": self.early_loss_max,
+            "early_loss_count": self.early_loss_count,
+            "spread_logged": self.spread_logged,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from :meth:`state_dict` (the thresholds stay this history's own)."""
+        self.rows = deque((dict(row) for row in state["rows"]), maxlen=self.window)
+        self.count = int(state["count"])
+        self.first = dict(state["first"])
+        self.n_returns = int(state["n_returns"])
+        self.start_return, self.best_return = state["start_return"], state["best_return"]
+        self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
+        self.scaled_losses = deque(state["scaled_losses"], maxlen=self.scaled_losses.maxlen)
+        self.early_loss_max = dict(state["early_loss_max"])
+        self.early_loss_count = dict(state["early_loss_count"])
+        self.spread_logged = bool(state["spread_logged"])
 
 
-def _timestep(history: Sequence[Row]) -> int:
-    value = _get(history[-1], "timesteps")
+_FIRST_KEYS = ("std", "entropy_loss")
+History = HealthHistory | Sequence[Row]
+
+
+def _as_history(history: History, thresholds: Thresholds) -> HealthHistory:
+    return history if isinstance(history, HealthHistory) else HealthHistory.of(history, thresholds)
+
+
+def _series(rows: Iterable[Row], key: str) -> list[float]:
+    return [v for v in (_get(row, key) for row in rows) if v is not None and math.isfinite(v)]
+
+
+def _timestep(history: HealthHistory) -> int:
+    value = history.last.get("timesteps")
     return int(value) if value is not None and math.isfinite(value) else len(history)
 
 
-def _tail(history: Sequence[Row], n: int) -> Sequence[Row] | None:
-    return history[-n:] if len(history) >= n else None
-
-
 def _finding(
-    history: Sequence[Row], code: str, severity: Severity, values: dict[str, float], message: str, advice: str
+    history: HealthHistory, code: str, severity: Severity, values: dict[str, float], message: str, advice: str
 ) -> Finding:
     rounded = {k: float(f"{v:.6g}") for k, v in values.items()}
     return Finding(code, severity, _timestep(history), rounded, message, advice)
 
 
-def _non_finite(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
-    row = history[-1]
+def _non_finite(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
+    row = history.last
     bad = {
         key: value
         for key in (
@@ -196,8 +337,8 @@ def _non_finite(history: Sequence[Row], t: Thresholds, target_kl: float | None) 
     )
 
 
-def _frozen_policy(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
-    window = _tail(history, t.frozen_updates)
+def _frozen_policy(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
+    window = history.tail(t.frozen_updates)
     if window is None:
         return None
     kls, clips = _series(window, "approx_kl"), _series(window, "clip_fraction")
@@ -223,23 +364,25 @@ def _frozen_policy(history: Sequence[Row], t: Thresholds, target_kl: float | Non
     )
 
 
-def _no_progress(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
-    returns = _returns(history, t)
-    if len(history) < t.no_progress_updates or len(returns) < 2 or not _enough_episodes(history[-1], t):
+def _no_progress(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
+    start, best, now = history.start_return, history.best_return, history.last.get("ep_rew_mean")
+    if len(history) < t.no_progress_updates or history.n_returns < 2 or not _enough_episodes(history.last, t):
         return None
-    start, best = returns[0], max(returns)
+    if not _finite(now):
+        return None
+    assert start is not None and best is not None and now is not None
     if best - start > t.reward_collapse_min_gain * max(abs(start), 1.0):
         return None
     kept = _entropy_kept(history)
     if kept is None or kept >= t.no_progress_entropy_kept:
         return None
-    what = "std" if _first(history, "std") else "entropy"
+    what = "std" if history.first.get("std") else "entropy"
     return _finding(
         history,
         "no_progress",
         "warning",
-        {"ep_rew_mean": returns[-1], "start_ep_rew_mean": start, "best_ep_rew_mean": best, "entropy_kept": kept},
-        f"Little progress: the mean episode return is {returns[-1]:.4g} (start {start:.4g}, best {best:.4g}) after "
+        {"ep_rew_mean": now, "start_ep_rew_mean": start, "best_ep_rew_mean": best, "entropy_kept": kept},
+        f"Little progress: the mean episode return is {now:.4g} (start {start:.4g}, best {best:.4g}) after "
         f"{len(history)} updates, while the policy's {what} fell to {100 * kept:.0f}% of its start: exploration is "
         "ending before the policy found what earns reward.",
         "Keep exploring longer: lower learning_rate (x0.3) or raise ent_coef (0.01). Check that the critic keeps up "
@@ -248,19 +391,19 @@ def _no_progress(history: Sequence[Row], t: Thresholds, target_kl: float | None)
     )
 
 
-def _entropy_kept(history: Sequence[Row]) -> float | None:
+def _entropy_kept(history: HealthHistory) -> float | None:
     """Current over first: Gaussian std if logged, else entropy (``-entropy_loss``) when positive."""
-    first_std, std = _first(history, "std"), _get(history[-1], "std")
+    first_std, std = history.first.get("std"), history.last.get("std")
     if first_std is not None and first_std > 0 and std is not None and math.isfinite(std) and len(history) >= 2:
         return std / first_std
-    first_loss, loss = _first(history, "entropy_loss"), _get(history[-1], "entropy_loss")
+    first_loss, loss = history.first.get("entropy_loss"), history.last.get("entropy_loss")
     if first_loss is not None and first_loss < 0 and loss is not None and math.isfinite(loss) and len(history) >= 2:
         return loss / first_loss  # entropy_loss is -entropy
     return None
 
 
-def _value_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
-    window = _tail(history, t.collapse_updates)
+def _value_collapse(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
+    window = history.tail(t.collapse_updates)
     if window is None:
         return None
     evs = _series(window, "explained_variance")
@@ -281,51 +424,40 @@ def _value_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | No
     )
 
 
-def _loss_ratios(losses: Sequence[float | None], t: Thresholds) -> list[float] | None:
-    """:return: The last ``divergence_updates`` losses over their reference level, or ``None`` (too few, or no level)"""
-    finite = [v for v in losses if v is not None and math.isfinite(v)]
+def _loss_ratios(history: HealthHistory, kind: str, t: Thresholds) -> list[float] | None:
+    """
+    :param kind: ``raw`` value losses, or ``scaled``: divided by the variance of their rollout's return
+        targets (about ``1 - explained_variance`` for a squared error)
+    :return: The last ``divergence_updates`` losses over their reference level, or ``None`` (too few, or no level)
+    """
+    finite = list(history.losses if kind == "raw" else history.scaled_losses)
     if len(finite) < t.divergence_window + t.divergence_updates:
         return None
     reference = max(
         statistics.median(finite[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates]),
-        t.divergence_floor * max(finite[: t.divergence_window]),
+        t.divergence_floor * history.early_loss_max[kind],
     )
     return None if reference <= 0 else [v / reference for v in finite[-t.divergence_updates :]]
 
 
-def _spread_scaled_losses(history: Sequence[Row]) -> list[float | None] | None:
-    """
-    Value losses divided by the variance of their rollout's return targets (about
-    ``1 - explained_variance`` for a squared error), or ``None`` unless every row has the spread.
-    """
-    losses = [_get(row, "value_loss") for row in history]
-    spreads = [_get(row, "returns_std") for row in history]
-    if not all(s is not None and s > 0 for loss, s in zip(losses, spreads, strict=True) if loss is not None):
-        return None
-    return [None if loss is None or not s else loss / s**2 for loss, s in zip(losses, spreads, strict=True)]
-
-
-def _value_divergence(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+def _value_divergence(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
     # A spike must show in the raw loss and, when the return spread is logged, in the loss relative
     # to it. Raw alone misleads when the spread changes: rollouts in which no episode ends (Hopper
     # standing through 1,000-step episodes, 512-step rollouts) have near-constant targets and a
     # tiny loss, and the next rollout with an episode end reads as a 100x spike. Relative alone
     # misleads the other way: HalfCheetah's rollouts alternate between a 0.98 and a 0.4 explained
     # variance as their return spread swings, a 20x "spike" of a well-fitted critic.
-    losses = [_get(row, "value_loss") for row in history]
-    ratios = _loss_ratios(losses, t)
-    scaled = _spread_scaled_losses(history)
-    if ratios is not None and scaled is not None:
-        scaled_ratios = _loss_ratios(scaled, t)
+    ratios = _loss_ratios(history, "raw", t)
+    if ratios is not None and history.spread_logged:
+        scaled_ratios = _loss_ratios(history, "scaled", t)
         ratios = None if scaled_ratios is None else [min(a, b) for a, b in zip(ratios, scaled_ratios, strict=True)]
     if ratios is None or min(ratios) < t.divergence_factor:
         return None
-    recent = [v for v in losses if v is not None and math.isfinite(v)][-t.divergence_updates :]
-    values = {"value_loss": float(_get(history[-1], "value_loss") or 0.0), "ratio": ratios[-1]}
-    ev_now = _get(history[-1], "explained_variance")
-    ev_reference = _series(
-        history[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates], "explained_variance"
-    )
+    recent = list(history.losses)[-t.divergence_updates :]
+    values = {"value_loss": float(history.last.get("value_loss") or 0.0), "ratio": ratios[-1]}
+    ev_now = history.last.get("explained_variance")
+    rows = list(history.rows)
+    ev_reference = _series(rows[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates], "explained_variance")
     if ev_now is not None and math.isfinite(ev_now) and ev_reference:
         baseline = statistics.median(ev_reference)
         if ev_now >= 0 and ev_now > baseline - t.divergence_ev_drop:
@@ -356,18 +488,20 @@ def _enough_episodes(row: Row, t: Thresholds) -> bool:
     return episodes is None or episodes >= t.reward_collapse_min_episodes
 
 
-def _returns(history: Sequence[Row], t: Thresholds) -> list[float]:
+def _returns(rows: Iterable[Row], t: Thresholds) -> list[float]:
     """
     The mean episode returns over at least ``reward_collapse_min_episodes`` episodes: right after
     the start or a rollback (which empties the episode buffer) a mean over one 1,000-step Hopper
     episode is no level to measure a collapse from.
     """
-    return [
-        v for row in history if _enough_episodes(row, t) and (v := _get(row, "ep_rew_mean")) is not None and math.isfinite(v)
-    ]
+    return [v for row in rows if _enough_episodes(row, t) and (v := _get(row, "ep_rew_mean")) is not None and math.isfinite(v)]
 
 
-def gain_lost(history: Sequence[Row], value: float, thresholds: Thresholds | None = None) -> float | None:
+def _recent_returns(history: HealthHistory, t: Thresholds) -> list[float]:
+    return _returns(list(history.rows)[-t.reward_collapse_window :], t)
+
+
+def gain_lost(history: History, value: float, thresholds: Thresholds | None = None) -> float | None:
     """
     How much of what training gained in mean episode return ``value`` gives back.
 
@@ -381,25 +515,26 @@ def gain_lost(history: Sequence[Row], value: float, thresholds: Thresholds | Non
     :return: The fraction of the gain lost, or ``None`` while there is no clear gain to lose
     """
     t = thresholds or Thresholds()
-    returns, recent = _returns(history, t), _returns(history[-t.reward_collapse_window :], t)
-    if not returns or not recent:
+    history = _as_history(history, t)
+    recent, start = _recent_returns(history, t), history.start_return
+    if start is None or not recent:
         return None
-    start = returns[0]
     gain = max(recent) - start
     if gain <= t.reward_collapse_min_gain * max(abs(start), 1.0):
         return None
     return (max(recent) - value) / gain
 
 
-def _reward_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
-    recent = _returns(history[-t.reward_collapse_window :], t)
-    if len(recent) < t.reward_collapse_updates + 1 or len(history) < 3 or not _enough_episodes(history[-1], t):
+def _reward_collapse(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
+    recent = _recent_returns(history, t)
+    if len(recent) < t.reward_collapse_updates + 1 or len(history) < 3 or not _enough_episodes(history.last, t):
         return None
     judged = [gain_lost(history, value, t) for value in recent[-t.reward_collapse_updates :]]
     lost = [fraction for fraction in judged if fraction is not None]
     if len(lost) < len(judged) or min(lost) < t.reward_collapse_fraction:
         return None
-    current, best, start = recent[-1], max(recent), _returns(history, t)[0]
+    current, best, start = recent[-1], max(recent), history.start_return
+    assert start is not None
     return _finding(
         history,
         "reward_collapse",
@@ -412,7 +547,7 @@ def _reward_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | N
     )
 
 
-def _entropy_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
+def _entropy_collapse(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
     if len(history) > t.entropy_collapse_updates:
         return None
     kept = _entropy_kept(history)
@@ -423,16 +558,16 @@ def _entropy_collapse(history: Sequence[Row], t: Thresholds, target_kl: float | 
         "entropy_collapse",
         "warning",
         {"entropy_kept": kept, "updates": float(len(history))},
-        f"Exploration collapsed early: the policy's {'std' if _first(history, 'std') else 'entropy'} fell to "
+        f"Exploration collapsed early: the policy's {'std' if history.first.get('std') else 'entropy'} fell to "
         f"{100 * kept:.0f}% of its initial value within {len(history)} updates.",
         "Add an entropy bonus (ent_coef: 0.001-0.01), lower learning_rate, or raise log_std_init; check the reward "
         "scale (normalize rewards).",
     )
 
 
-def _kl_spike(history: Sequence[Row], t: Thresholds, target_kl: float | None) -> Finding | None:
-    kl = _get(history[-1], "approx_kl")
-    clip = _get(history[-1], "clip_fraction")
+def _kl_spike(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
+    kl = history.last.get("approx_kl")
+    clip = history.last.get("clip_fraction")
     if kl is None or clip is None or not math.isfinite(kl):
         return None
     limit = t.kl_spike_factor * target_kl if target_kl else t.kl_spike_absolute
@@ -449,7 +584,7 @@ def _kl_spike(history: Sequence[Row], t: Thresholds, target_kl: float | None) ->
     )
 
 
-Detector = Callable[[Sequence[Row], Thresholds, "float | None"], "Finding | None"]
+Detector = Callable[[HealthHistory, Thresholds, "float | None"], "Finding | None"]
 
 #: Every detector by its finding code, in the order they are reported for one update.
 DETECTORS: dict[str, Detector] = {
@@ -464,18 +599,22 @@ DETECTORS: dict[str, Detector] = {
 }
 
 
-def detect(history: Sequence[Row], thresholds: Thresholds | None = None, target_kl: float | None = None) -> list[Finding]:
+def detect(history: History, thresholds: Thresholds | None = None, target_kl: float | None = None) -> list[Finding]:
     """
     Run every detector on the latest update of ``history``.
 
-    :param history: One row per update, oldest first
+    :param history: A :class:`HealthHistory` (its own thresholds are used when ``thresholds`` is not
+        given), or one row per update, oldest first
     :param thresholds: Detector thresholds (default: :class:`Thresholds`)
     :param target_kl: The run's ``target_kl``, if any (for ``kl_spike``)
     :return: The findings at the latest update, most severe first
     """
-    if not history:
-        return []
+    if isinstance(history, HealthHistory):
+        thresholds = thresholds or history.thresholds
     thresholds = thresholds or Thresholds()
+    history = _as_history(history, thresholds)
+    if not len(history):
+        return []
     found = [finding for detector in DETECTORS.values() if (finding := detector(history, thresholds, target_kl)) is not None]
     return sorted(found, key=lambda f: -SEVERITY_RANK[f.severity])
 
@@ -504,17 +643,21 @@ class TroubleTracker:
 
 
 def scan(
-    history: Sequence[Row], thresholds: Thresholds | None = None, target_kl: float | None = None, quiet_updates: int = 5
+    rows: Iterable[Row], thresholds: Thresholds | None = None, target_kl: float | None = None, quiet_updates: int = 5
 ) -> list[Finding]:
     """
-    Replay a whole history update by update, as the live monitor would have seen it.
+    Replay a log update by update, as the live monitor would have seen it, in bounded memory
+    (``rows`` may be a generator over a file of a million updates).
 
     :return: The first finding of every episode of trouble, in time order
     """
+    thresholds = thresholds or Thresholds()
+    history = HealthHistory(thresholds)
     tracker = TroubleTracker(quiet_updates)
     found: list[Finding] = []
-    for end in range(1, len(history) + 1):
-        found.extend(tracker.new(detect(history[:end], thresholds, target_kl)))
+    for row in rows:
+        history.push(row)
+        found.extend(tracker.new(detect(history, thresholds, target_kl)))
     return found
 
 

@@ -9,6 +9,7 @@ puts every tensor back bit for bit.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import torch as th
 from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_safe.errors import CheckpointError
+from sb3_safe.health import HealthHistory, Thresholds
 from sb3_safe.runs import atomic_write
 
 __all__ = ["Snapshot", "read_snapshot", "restore_snapshot", "take_snapshot", "write_snapshot"]
@@ -35,20 +37,20 @@ class Snapshot:
     :param optimizer: The optimizer's ``state_dict``, deep-copied (moments and learning rates)
     :param vec_normalize: VecNormalize's running statistics by attribute name, or ``None`` without VecNormalize
     :param timesteps: The model's ``num_timesteps`` when it was taken
-    :param history_length: How many updates the health monitor had seen then
+    :param health: The health monitor's history then (a :class:`~sb3_safe.health.HealthHistory` copy), if any
     """
 
     policy: dict[str, th.Tensor]
     optimizer: dict[str, Any]
     vec_normalize: dict[str, Any] | None
     timesteps: int
-    history_length: int = 0
+    health: HealthHistory | None = None
 
 
-def take_snapshot(model: BaseAlgorithm, history_length: int = 0) -> Snapshot:
+def take_snapshot(model: BaseAlgorithm, health: HealthHistory | None = None) -> Snapshot:
     """
     :param model: An on-policy SB3 model (its policy has an ``optimizer``)
-    :param history_length: The health monitor's history length, recorded with the snapshot
+    :param health: The health monitor's history, copied into the snapshot
     :return: Deep copies of the model's trainable state and its VecNormalize statistics
     """
     policy = model.policy
@@ -60,7 +62,7 @@ def take_snapshot(model: BaseAlgorithm, history_length: int = 0) -> Snapshot:
         if venv is None
         else {name: copy.deepcopy(getattr(venv, name)) for name in _VEC_NORMALIZE_STATS if hasattr(venv, name)},
         timesteps=int(model.num_timesteps),
-        history_length=history_length,
+        health=None if health is None else health.copy(),
     )
 
 
@@ -89,7 +91,8 @@ def write_snapshot(snapshot: Snapshot, path: Path) -> None:
         "optimizer": snapshot.optimizer,
         "vec_normalize": snapshot.vec_normalize,
         "timesteps": snapshot.timesteps,
-        "history_length": snapshot.history_length,
+        "health": None if snapshot.health is None else snapshot.health.state_dict(),
+        "thresholds": None if snapshot.health is None else dataclasses.asdict(snapshot.health.thresholds),
     }
     atomic_write(path, lambda tmp: th.save(fields, tmp))
 
@@ -103,7 +106,12 @@ def read_snapshot(path: Path) -> Snapshot:
     try:
         # VecNormalize's RunningMeanStd objects are pickled: only read snapshots this project wrote.
         fields = th.load(path, weights_only=False)
-        return Snapshot(**fields)
+        health, thresholds = fields.pop("health"), fields.pop("thresholds")
+        history = None
+        if health is not None:
+            history = HealthHistory(Thresholds(**thresholds))
+            history.load_state_dict(health)
+        return Snapshot(**fields, health=history)
     except FileNotFoundError:
         raise CheckpointError(f"snapshot {str(path)!r} does not exist") from None
     except Exception as error:  # pickle and torch raise many types on a damaged file

@@ -20,6 +20,7 @@ from sb3_safe import SafePPO
 from sb3_safe.callbacks import HealthMonitorCallback, NonFiniteGuardCallback, RollbackCallback, ScaledSchedule
 from sb3_safe.config import load_config
 from sb3_safe.faults import NonFiniteInjection, RewardOutliers, RewardScale, corrupt_gradients
+from sb3_safe.health import HealthHistory
 from sb3_safe.training import train
 
 TINY: dict[str, Any] = dict(n_steps=64, batch_size=64, n_epochs=2, seed=0, device="cpu", policy_kwargs=dict(net_arch=[16]))
@@ -142,7 +143,7 @@ def test_monitor_reads_plain_ppo_from_the_logger():
     monitor = HealthMonitorCallback(verbose=0)
     model.learn(256, callback=monitor)
     assert len(monitor.history) == 4
-    assert {"approx_kl", "clip_fraction", "value_loss", "explained_variance", "timesteps"} <= set(monitor.history[-1])
+    assert {"approx_kl", "clip_fraction", "value_loss", "explained_variance", "timesteps"} <= set(monitor.history.last)
 
 
 def test_fault_wrappers():
@@ -204,7 +205,7 @@ class TestSnapshotsVouchedForByTheirEpisodes:
         rollback.init_callback(model)
         rollback.on_training_start({}, {})
         # training went from -1000 to -200: a gain of 800
-        monitor.history = [{"ep_rew_mean": -1000.0 + 100.0 * i, "episodes": 50.0} for i in range(9)]
+        monitor.history = HealthHistory.of({"ep_rew_mean": -1000.0 + 100.0 * i, "episodes": 50.0} for i in range(9))
         return model, rollback
 
     @staticmethod

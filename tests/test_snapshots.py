@@ -13,6 +13,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from sb3_safe import SafePPO
 from sb3_safe.confirmation import SnapshotConfirmer
 from sb3_safe.errors import CheckpointError
+from sb3_safe.health import HealthHistory
 from sb3_safe.snapshots import read_snapshot, restore_snapshot, take_snapshot, write_snapshot
 
 TINY: dict[str, Any] = dict(n_steps=64, batch_size=64, n_epochs=2, seed=0, device="cpu", policy_kwargs=dict(net_arch=[16]))
@@ -71,11 +72,14 @@ def test_snapshot_write_read_restore_bit_for_bit(tmp_path: Path):
     venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
     model = SafePPO("MlpPolicy", venv, **TINY, normalize_value=True, critic_learning_rate=1e-3)
     model.learn(128)
-    snapshot = take_snapshot(model, history_length=2)
+    health = HealthHistory.of([{"ep_rew_mean": -900.0, "episodes": 30.0}, {"ep_rew_mean": -800.0, "episodes": 30.0}])
+    snapshot = take_snapshot(model, health=health)
+    health.push({"ep_rew_mean": 0.0, "episodes": 30.0})  # the snapshot holds a copy
     write_snapshot(snapshot, tmp_path / "snap.pt")
     model.learn(256, reset_num_timesteps=False)
     loaded = read_snapshot(tmp_path / "snap.pt")
-    assert loaded.timesteps == snapshot.timesteps == 128 and loaded.history_length == 2
+    assert loaded.timesteps == snapshot.timesteps == 128
+    assert loaded.health is not None and len(loaded.health) == 2 and loaded.health.best_return == -800.0
     restore_snapshot(model, loaded)
     state = model.policy.state_dict()
     assert all(th.equal(snapshot.policy[key], state[key]) for key in state)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_safe.health import SEVERITY_RANK, Finding, Thresholds, TroubleTracker, detect
+from sb3_safe.health import SEVERITY_RANK, Finding, HealthHistory, Thresholds, TroubleTracker, detect
 from sb3_safe.options import CountOrZero, check_fields
 from sb3_safe.runs import append_jsonl
 
@@ -56,7 +56,8 @@ class HealthMonitorCallback(BaseCallback):
         self.thresholds = thresholds if isinstance(thresholds, Thresholds) else Thresholds(**(thresholds or {}))
         self.options = MonitorOptions(quiet_updates)
         self.log_path = None if log_path is None else Path(log_path)
-        self.history: list[dict[str, float]] = []
+        #: What the detectors know of the run: recent rows and running summaries, bounded in memory
+        self.history = HealthHistory(self.thresholds)
         #: Findings that opened an episode of trouble, in time order
         self.findings: list[Finding] = []
         #: Every finding at the latest update
@@ -128,7 +129,7 @@ class HealthMonitorCallback(BaseCallback):
         row = self._row()
         if row is None:
             return self.latest
-        self.history.append(row)
+        self.history.push(row)
         target_kl = getattr(self.model, "target_kl", None)
         self.latest = detect(self.history, self.thresholds, target_kl)
         for finding in self.latest:
@@ -145,9 +146,9 @@ class HealthMonitorCallback(BaseCallback):
                 )
         return self.latest
 
-    def forget_after(self, length: int) -> None:
-        """Drop history rows past ``length`` (after a rollback, the rolled-back updates no longer count)."""
-        del self.history[length:]
+    def restore_history(self, history: HealthHistory) -> None:
+        """Go back to an earlier history (a copy kept with a snapshot): the rolled-back updates no longer count."""
+        self.history = history.copy()
         self.latest = []
 
 

@@ -169,7 +169,7 @@ class RollbackCallback(BaseCallback):
 
     def snapshot(self) -> Snapshot:
         """:return: A snapshot of the model now (see :func:`sb3_safe.snapshots.take_snapshot`)"""
-        return take_snapshot(self.model, history_length=len(self.monitor.history))
+        return take_snapshot(self.model, health=self.monitor.history)
 
     def restore(self, snapshot: Snapshot) -> None:
         """Restore a snapshot bit for bit."""
@@ -192,7 +192,8 @@ class RollbackCallback(BaseCallback):
         assert self.healthy is not None
         self.confirmer.clear()
         self.restore(self.healthy)
-        self.monitor.forget_after(self.healthy.history_length)
+        if self.healthy.health is not None:
+            self.monitor.restore_history(self.healthy.health)
         # The episodes in the buffer were played by the policy just thrown away: left there, they
         # keep ep_rew_mean low and raise reward_collapse again right after the rollback.
         for buffer in (self.model.ep_info_buffer, self.model.ep_success_buffer):
