@@ -87,20 +87,36 @@ class Thresholds:
     collapse_explained_variance: AnyFinite = -1.0
     #: ... for this many consecutive updates ...
     collapse_updates: Count = 5
-    #: ... while the rollout's return targets vary (std above this; a solved task's barely do).
-    collapse_min_returns_std: NonNegative = 1e-3
-    #: value_divergence: value loss this many times its median over the previous window ...
+    #: ... while the rollout's return targets vary: their std is above this fraction of the largest
+    #: std the run has seen (a solved task's barely vary, whatever the reward scale).
+    collapse_min_returns_std: FractionOrZero = 1e-3
+    #: value_divergence: value loss this many times its reference level (geometric mean) ...
     divergence_factor: Multiple = 10.0
-    #: ... in this many consecutive updates (or growing), against a window of this many updates.
+    #: ... over this many consecutive updates, each at least half that. Critical when the critic is
+    #: also worse than a constant (explained variance < 0) and the loss is still growing (above its
+    #: value this many updates before) or ``divergence_severe`` times its level.
     divergence_updates: Count = 2
+    #: Updates with a value loss before any is judged (the warm-up) ...
     divergence_window: Count = 10
+    #: ... against a reference level: a geometric moving average of the value loss over about this many updates.
+    divergence_horizon: Count = 30
+    #: The level stops following a loss this many times above it while the critic explains the
+    #: returns worse (below 0, or ``divergence_ev_drop`` below its own level): a slow rise of 1.3x
+    #: per update cannot drag the reference along ...
+    divergence_rise: Multiple = 2.0
+    #: ... for at most this many updates; then it follows again (a new scale of the returns that
+    #: the critic never learned to explain is a value_collapse warning, not a divergence).
+    divergence_max_rise_updates: Count = 30
+    #: Critical at this many times the level while the critic is worse than a constant, growing or not.
+    divergence_severe: Multiple = 30.0
     #: The reference level is at least this fraction of the largest value loss of the first
     #: ``divergence_window`` updates: a converged critic's loss sits at a noise floor (1e-5), and a
     #: jump from there back to ordinary levels is not divergence.
     divergence_floor: FractionOrZero = 0.01
     #: When explained variance is logged, the critic must also have got worse at explaining the
-    #: returns: below 0, or this much below its median over the reference window. A value loss
-    #: that rises while explained variance rises is the return scale changing (learning), not divergence.
+    #: returns: below 0, or this much below its level (moving average, held with the loss level).
+    #: A value loss that rises while explained variance holds is the return scale changing
+    #: (learning), not divergence.
     divergence_ev_drop: NonNegative = 0.2
     #: reward_collapse: mean episode return lost this fraction of its gain since the start ...
     reward_collapse_fraction: Fraction = 0.7
@@ -110,6 +126,10 @@ class Thresholds:
     reward_collapse_window: Count = 50
     #: ... only once the gain is at least this large relative to the starting return's magnitude ...
     reward_collapse_min_gain: NonNegative = 0.2
+    #: ... and this many times the run's own noise: how much the change of the mean return from one
+    #: update to the next varies over the window (median absolute deviation). No magnitude is assumed: returns of 0.01 and of 10,000
+    #: are judged alike, and a start near 0 does not make every wobble a gain.
+    gain_noise_multiple: Multiple = 8.0
     #: ... and the mean is over at least this many episodes (``episodes`` in the row, when logged):
     #: a mean of 3 early Hopper episodes swings by 70% without anything being wrong.
     reward_collapse_min_episodes: Count = 20
@@ -118,7 +138,7 @@ class Thresholds:
     #: ... within this many updates from the start.
     entropy_collapse_updates: Count = 20
     #: no_progress: after this many updates, over at least ``reward_collapse_min_episodes`` episodes,
-    #: the mean episode return never gained ``reward_collapse_min_gain`` of its start's magnitude ...
+    #: the mean episode return never made a real gain (``reward_collapse_min_gain``, ``gain_noise_multiple``) ...
     no_progress_updates: Count = 30
     #: ... while exploration (std or entropy) fell below this fraction of its first value.
     no_progress_entropy_kept: Fraction = 0.5
@@ -180,13 +200,24 @@ class HealthHistory:
         self.n_returns = 0
         self.start_return: float | None = None
         self.best_return: float | None = None
-        #: Finite value losses (raw, and over the rollout's return variance): the latest, and the largest of the first window
+        #: The latest finite value losses
         self.losses: deque[float] = deque(maxlen=reference)
-        self.scaled_losses: deque[float] = deque(maxlen=reference)
+        #: Reference levels of the value loss, raw and over the rollout's return variance (log of a
+        #: geometric moving average), the largest loss of the first window (for the floor), and how
+        #: many finite losses each has seen
+        self.loss_level: dict[str, float] = {}
         self.early_loss_max = {"raw": -math.inf, "scaled": -math.inf}
-        self.early_loss_count = {"raw": 0, "scaled": 0}
+        self.loss_count = {"raw": 0, "scaled": 0}
+        #: Moving average of explained variance, held and released with the loss level
+        self.ev_level: float | None = None
+        #: Updates the levels have been held through a rise
+        self.held_for = 0
+        #: The latest losses over their reference (raw and scaled; ``nan`` during the warm-up)
+        self.loss_ratios: deque[dict[str, float]] = deque(maxlen=reference)
         #: Whether every row with a value loss also had a positive return spread
         self.spread_logged = True
+        #: The largest return spread (``returns_std``) seen
+        self.peak_returns_std = 0.0
 
     def __len__(self) -> int:
         return self.count
@@ -217,17 +248,47 @@ class HealthHistory:
         loss, spread = clean.get("value_loss"), clean.get("returns_std")
         if loss is not None and not (spread is not None and spread > 0):
             self.spread_logged = False
+        if _finite(spread):
+            assert spread is not None
+            self.peak_returns_std = max(self.peak_returns_std, spread)
         if _finite(loss):
             assert loss is not None
-            self._add_loss("raw", loss, self.losses)
+            self.losses.append(loss)
+            values = {"raw": loss}
             if spread is not None and spread > 0:
-                self._add_loss("scaled", loss / spread**2, self.scaled_losses)
+                values["scaled"] = loss / spread**2
+            self._judge_and_follow(values, clean.get("explained_variance"))
 
-    def _add_loss(self, kind: str, value: float, recent: deque[float]) -> None:
-        recent.append(value)
-        if self.early_loss_count[kind] < self.thresholds.divergence_window:
-            self.early_loss_count[kind] += 1
-            self.early_loss_max[kind] = max(self.early_loss_max[kind], value)
+    def _reference(self, kind: str) -> float | None:
+        if kind not in self.loss_level or self.loss_count[kind] < self.thresholds.divergence_window:
+            return None
+        return max(math.exp(self.loss_level[kind]), self.thresholds.divergence_floor * self.early_loss_max[kind])
+
+    def _judge_and_follow(self, values: dict[str, float], ev: float | None) -> None:
+        """Measure the loss against the levels, then let the levels follow it unless a rise is under way."""
+        t = self.thresholds
+        ratios = {}
+        for kind, value in values.items():
+            reference = self._reference(kind)
+            ratios[kind] = value / reference if reference is not None and reference > 0 else math.nan
+        self.loss_ratios.append(ratios)
+        critic_ok = not _finite(ev) or self.ev_level is None or (ev >= 0 and ev > self.ev_level - t.divergence_ev_drop)  # type: ignore[operator]
+        rising = ratios["raw"] >= t.divergence_rise  # nan (warm-up) compares False
+        if rising and not critic_ok and self.held_for < t.divergence_max_rise_updates:
+            self.held_for += 1
+            return
+        self.held_for = 0
+        alpha = 2.0 / (t.divergence_horizon + 1)
+        for kind, value in values.items():
+            log_value = math.log(max(value, 1e-300))
+            level = self.loss_level.get(kind)
+            self.loss_level[kind] = log_value if level is None else level + alpha * (log_value - level)
+            if self.loss_count[kind] < t.divergence_window:
+                self.early_loss_max[kind] = max(self.early_loss_max[kind], value)
+            self.loss_count[kind] += 1
+        if _finite(ev):
+            assert ev is not None
+            self.ev_level = ev if self.ev_level is None else self.ev_level + alpha * (ev - self.ev_level)
 
     @property
     def last(self) -> dict[str, float]:
@@ -241,12 +302,14 @@ class HealthHistory:
         """:return: An independent copy (rows are not shared)"""
         other = copy.copy(self)
         other.rows = deque((dict(row) for row in self.rows), maxlen=self.window)
-        other.first, other.early_loss_max, other.early_loss_count = (
+        other.first, other.early_loss_max, other.loss_count, other.loss_level = (
             dict(self.first),
             dict(self.early_loss_max),
-            dict(self.early_loss_count),
+            dict(self.loss_count),
+            dict(self.loss_level),
         )
-        other.losses, other.scaled_losses = copy.copy(self.losses), copy.copy(self.scaled_losses)
+        other.losses = copy.copy(self.losses)
+        other.loss_ratios = deque((dict(r) for r in self.loss_ratios), maxlen=self.loss_ratios.maxlen)
         return other
 
     def state_dict(self) -> dict[str, Any]:
@@ -259,10 +322,14 @@ class HealthHistory:
             "start_return": self.start_return,
             "best_return": self.best_return,
             "losses": list(self.losses),
-            "scaled_losses": list(self.scaled_losses),
+            "loss_level": self.loss_level,
             "early_loss_max": self.early_loss_max,
-            "early_loss_count": self.early_loss_count,
+            "loss_count": self.loss_count,
+            "ev_level": self.ev_level,
+            "held_for": self.held_for,
+            "loss_ratios": list(self.loss_ratios),
             "spread_logged": self.spread_logged,
+            "peak_returns_std": self.peak_returns_std,
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -273,10 +340,14 @@ class HealthHistory:
         self.n_returns = int(state["n_returns"])
         self.start_return, self.best_return = state["start_return"], state["best_return"]
         self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
-        self.scaled_losses = deque(state["scaled_losses"], maxlen=self.scaled_losses.maxlen)
+        self.loss_level = dict(state["loss_level"])
         self.early_loss_max = dict(state["early_loss_max"])
-        self.early_loss_count = dict(state["early_loss_count"])
+        self.loss_count = dict(state["loss_count"])
+        self.ev_level = state["ev_level"]
+        self.held_for = int(state["held_for"])
+        self.loss_ratios = deque((dict(r) for r in state["loss_ratios"]), maxlen=self.loss_ratios.maxlen)
         self.spread_logged = bool(state["spread_logged"])
+        self.peak_returns_std = float(state["peak_returns_std"])
 
 
 _FIRST_KEYS = ("std", "entropy_loss")
@@ -371,7 +442,7 @@ def _no_progress(history: HealthHistory, t: Thresholds, target_kl: float | None)
     if not _finite(now):
         return None
     assert start is not None and best is not None and now is not None
-    if best - start > t.reward_collapse_min_gain * max(abs(start), 1.0):
+    if _gained(start, best, _return_noise(history, t), t):
         return None
     kept = _entropy_kept(history)
     if kept is None or kept >= t.no_progress_entropy_kept:
@@ -410,7 +481,7 @@ def _value_collapse(history: HealthHistory, t: Thresholds, target_kl: float | No
     if len(evs) < t.collapse_updates or max(evs) >= t.collapse_explained_variance:
         return None
     spread = _series(window, "returns_std")
-    if spread and statistics.fmean(spread) < t.collapse_min_returns_std:
+    if spread and statistics.fmean(spread) <= t.collapse_min_returns_std * history.peak_returns_std:
         return None  # returns barely vary: explained variance is meaningless
     return _finding(
         history,
@@ -424,59 +495,55 @@ def _value_collapse(history: HealthHistory, t: Thresholds, target_kl: float | No
     )
 
 
-def _loss_ratios(history: HealthHistory, kind: str, t: Thresholds) -> list[float] | None:
+def _latest_ratios(history: HealthHistory, t: Thresholds) -> list[float] | None:
     """
-    :param kind: ``raw`` value losses, or ``scaled``: divided by the variance of their rollout's return
-        targets (about ``1 - explained_variance`` for a squared error)
-    :return: The last ``divergence_updates`` losses over their reference level, or ``None`` (too few, or no level)
+    The last ``divergence_updates`` value losses over their reference level; with the return
+    spread logged on every row, the smaller of the raw and the spread-relative ratio (a spike
+    must show in both), or ``None`` during the warm-up.
     """
-    finite = list(history.losses if kind == "raw" else history.scaled_losses)
-    if len(finite) < t.divergence_window + t.divergence_updates:
+    if len(history.loss_ratios) < t.divergence_updates:
         return None
-    reference = max(
-        statistics.median(finite[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates]),
-        t.divergence_floor * history.early_loss_max[kind],
-    )
-    return None if reference <= 0 else [v / reference for v in finite[-t.divergence_updates :]]
+    latest = list(history.loss_ratios)[-t.divergence_updates :]
+    kinds = ("raw", "scaled") if history.spread_logged else ("raw",)
+    ratios = [min(r.get(kind, math.nan) for kind in kinds) for r in latest]
+    return None if any(math.isnan(r) for r in ratios) else ratios
 
 
 def _value_divergence(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
-    # A spike must show in the raw loss and, when the return spread is logged, in the loss relative
-    # to it. Raw alone misleads when the spread changes: rollouts in which no episode ends (Hopper
-    # standing through 1,000-step episodes, 512-step rollouts) have near-constant targets and a
-    # tiny loss, and the next rollout with an episode end reads as a 100x spike. Relative alone
-    # misleads the other way: HalfCheetah's rollouts alternate between a 0.98 and a 0.4 explained
-    # variance as their return spread swings, a 20x "spike" of a well-fitted critic.
-    ratios = _loss_ratios(history, "raw", t)
-    if ratios is not None and history.spread_logged:
-        scaled_ratios = _loss_ratios(history, "scaled", t)
-        ratios = None if scaled_ratios is None else [min(a, b) for a, b in zip(ratios, scaled_ratios, strict=True)]
-    if ratios is None or min(ratios) < t.divergence_factor:
+    # The reference is a long-horizon level that does not follow a rise while the critic explains
+    # the returns worse (HealthHistory._judge_and_follow): a loss climbing 1.3-1.5x per update is
+    # 30x its level within ~10 updates. With the return spread logged, a spike must show in the raw
+    # loss and in the loss relative to the spread: raw alone misleads when the spread changes (rollouts
+    # in which no episode ends have near-constant targets and a tiny loss, the next rollout with an
+    # episode end reads as a 100x spike); relative alone misleads the other way (HalfCheetah's
+    # rollouts alternate between 0.98 and 0.4 explained variance as their return spread swings).
+    ratios = _latest_ratios(history, t)
+    # Each of the last updates at least half the factor, together (geometric mean) the factor: a
+    # lone spike that settles is not divergence, a noisy climb is.
+    if ratios is None or min(ratios) < t.divergence_factor / 2:
         return None
-    recent = list(history.losses)[-t.divergence_updates :]
+    ratio = statistics.geometric_mean(ratios)
+    if ratio < t.divergence_factor:
+        return None
+    recent = list(history.losses)[-(t.divergence_updates + 1) :]
     values = {"value_loss": float(history.last.get("value_loss") or 0.0), "ratio": ratios[-1]}
     ev_now = history.last.get("explained_variance")
-    rows = list(history.rows)
-    ev_reference = _series(rows[-(t.divergence_window + t.divergence_updates) : -t.divergence_updates], "explained_variance")
-    if ev_now is not None and math.isfinite(ev_now) and ev_reference:
-        baseline = statistics.median(ev_reference)
-        if ev_now >= 0 and ev_now > baseline - t.divergence_ev_drop:
+    if ev_now is not None and math.isfinite(ev_now) and history.ev_level is not None:
+        if ev_now >= 0 and ev_now > history.ev_level - t.divergence_ev_drop:
             return None  # the critic explains the returns as well as before: their scale changed
-        values.update(explained_variance=ev_now, reference_explained_variance=baseline)
-    growing = all(b > a for a, b in itertools.pairwise(recent))
+        values.update(explained_variance=ev_now, reference_explained_variance=history.ev_level)
+    growing = len(recent) > t.divergence_updates and recent[-1] > recent[0]
     # Critical (a rollback in the safe profile) only when the critic is now worse than a constant:
     # a breakthrough in learning can also cut explained variance for a while (measured on
     # LunarLander-v3: 0.99 -> 0.25 as landings began), but not below zero.
     worse_than_constant = ev_now is None or not math.isfinite(ev_now) or ev_now < 0
-    severity: Severity = (
-        "critical" if worse_than_constant and (growing or min(ratios) >= 10 * t.divergence_factor) else "warning"
-    )
+    severity: Severity = "critical" if worse_than_constant and (growing or ratio >= t.divergence_severe) else "warning"
     return _finding(
         history,
         "value_divergence",
         severity,
         values,
-        f"Value loss is {ratios[-1]:.0f}x its recent level ({recent[-1]:.3g})"
+        f"Value loss is {ratios[-1]:.0f}x its reference level ({recent[-1]:.3g})"
         f"{' and still growing' if growing else ''}: the critic is diverging.",
         "Lower critic_learning_rate (or learning_rate) by 3-10x, set max_grad_norm: 0.5, use value_loss: huber or "
         "blend with clip_range_vf: 0.2, and normalize rewards; roll back to a checkpoint from before the spike.",
@@ -501,6 +568,24 @@ def _recent_returns(history: HealthHistory, t: Thresholds) -> list[float]:
     return _returns(list(history.rows)[-t.reward_collapse_window :], t)
 
 
+def _return_noise(history: HealthHistory, t: Thresholds) -> float:
+    """
+    The run's own noise in mean return: how much the change from one update to the next varies
+    over the window (median absolute deviation of the changes; a steady climb has none).
+    """
+    changes = [b - a for a, b in itertools.pairwise(_recent_returns(history, t))]
+    if not changes:
+        return 0.0
+    typical = statistics.median(changes)
+    return statistics.median(abs(change - typical) for change in changes)
+
+
+def _gained(start: float, best: float, noise: float, t: Thresholds) -> bool:
+    """Whether ``best`` is a real gain over ``start``: large next to the start's magnitude and to the run's noise."""
+    gain = best - start
+    return gain > t.reward_collapse_min_gain * abs(start) and gain > t.gain_noise_multiple * noise
+
+
 def gain_lost(history: History, value: float, thresholds: Thresholds | None = None) -> float | None:
     """
     How much of what training gained in mean episode return ``value`` gives back.
@@ -520,7 +605,7 @@ def gain_lost(history: History, value: float, thresholds: Thresholds | None = No
     if start is None or not recent:
         return None
     gain = max(recent) - start
-    if gain <= t.reward_collapse_min_gain * max(abs(start), 1.0):
+    if not _gained(start, max(recent), _return_noise(history, t), t):
         return None
     return (max(recent) - value) / gain
 
