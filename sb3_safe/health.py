@@ -127,8 +127,9 @@ class Thresholds:
     #: ... only once the gain is at least this large relative to the starting return's magnitude ...
     reward_collapse_min_gain: NonNegative = 0.2
     #: ... and this many times the run's own noise: how much the change of the mean return from one
-    #: update to the next varies over the window (median absolute deviation). No magnitude is assumed: returns of 0.01 and of 10,000
-    #: are judged alike, and a start near 0 does not make every wobble a gain.
+    #: update to the next varies over the window (median absolute deviation). No magnitude is
+    #: assumed: returns of 0.01 and of 10,000 are judged alike, and a start near 0 does not make
+    #: every wobble a gain.
     gain_noise_multiple: Multiple = 8.0
     #: ... and the mean is over at least this many episodes (``episodes`` in the row, when logged):
     #: a mean of 3 early Hopper episodes swings by 70% without anything being wrong.
