@@ -86,6 +86,13 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--eval-freq", type=_positive_int, help="evaluate every N environment steps (default: 20 per run)")
     p.add_argument("--eval-episodes", type=_positive_int, default=5, help="episodes per evaluation (default: %(default)s)")
     p.add_argument("--save-freq", type=_positive_int, help="checkpoint every N environment steps (default: 10 per run)")
+    p.add_argument(
+        "--keep-checkpoints",
+        type=_positive_int,
+        metavar="K",
+        help="keep the K newest checkpoints, the last healthy one and older ones spaced out over the run "
+        "(default: the profile's keep_checkpoints)",
+    )
 
 
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -173,6 +180,8 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         overrides["n_timesteps"] = args.timesteps
     if args.n_envs is not None:
         overrides["n_envs"] = args.n_envs
+    if args.keep_checkpoints is not None:
+        overrides["keep_checkpoints"] = args.keep_checkpoints
     config = load_config(args.profile, args.env, overrides)
     result = train(
         config,

@@ -134,6 +134,9 @@ SCHEMA: dict[str, Spec] = {
     "frame_stack": _run("int", "VecFrameStack size", low=1, nullable=True),
     "health": _run("health", "HealthMonitorCallback: a mapping of thresholds (null or false: off)", nullable=True),
     "rollback": _run("rollback", "RollbackCallback: a mapping of its options (null or false: off)", nullable=True),
+    "keep_checkpoints": _run(
+        "int", "keep this many newest checkpoints and spaced-out older ones (null: keep all)", low=1, nullable=True
+    ),
     "guard": _run("bool", "NonFiniteGuardCallback: zero NaN/inf observations and rewards (always on with rollback)"),
     # -- SB3's PPO
     "policy": Spec("choice", "policy alias", choices=("MlpPolicy", "CnnPolicy", "MultiInputPolicy")),

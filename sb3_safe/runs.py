@@ -21,6 +21,7 @@ line. Training, ``eval``, ``diagnose``, ``bench`` and resume all go through :cla
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -28,7 +29,7 @@ import shlex
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,10 @@ __all__ = [
     "RunFolder",
     "append_jsonl",
     "atomic_write",
+    "checkpoints_to_keep",
+    "list_checkpoints",
     "load_model",
+    "monitor_state_path_for",
     "read_jsonl",
     "save_with_stats",
     "stats_path_for",
@@ -230,18 +234,24 @@ class RunFolder:
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """:return: The complete checkpoints ``(steps, model path)``, oldest first; temporary files are not checkpoints"""
-        found = []
-        for path in self.checkpoints_dir.glob("model_*_steps.zip"):
-            match = re.fullmatch(r"model_(\d+)_steps\.zip", path.name)
-            if match is not None:
-                found.append((int(match.group(1)), path))
-        return sorted(found)
+        return list_checkpoints(self.checkpoints_dir)
+
+
+def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
+    """:return: The checkpoints ``(steps, model path)`` in a folder, oldest first; temporary files are not checkpoints"""
+    found = []
+    for path in folder.glob("model_*_steps.zip"):
+        match = re.fullmatch(r"model_(\d+)_steps\.zip", path.name)
+        if match is not None:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """
-    Write a file so that it either exists complete or not at all: write a temporary file in
-    the same folder, then rename it over ``path`` (atomic on POSIX).
+    Write a file so that it either exists complete or not at all, also after a power loss: write
+    a temporary file in the same folder, ``fsync`` it, rename it over ``path`` (atomic on POSIX),
+    and ``fsync`` the folder so the rename itself is on disk.
 
     :param path: The final path
     :param write: Writes the content to the path it is given
@@ -251,9 +261,52 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def checkpoints_to_keep(steps: Iterable[int], keep: int, protect: Iterable[int] = ()) -> set[int]:
+    """
+    Which checkpoints a bounded run folder keeps.
+
+    - the ``keep`` newest, the oldest, and every step in ``protect`` (the last confirmed-healthy one);
+    - older ones spaced out over the run: numbering the checkpoints ``i = 0, 1, ..., n`` in save
+      intervals from the oldest, checkpoint ``i`` at age ``a = n - i`` stays while ``i`` is a
+      multiple of ``2 ** floor(log2(a))``. Every doubling of the distance back from the newest
+      (``[2^k, 2^(k+1))`` intervals) keeps at least one, so "resume from well before the crash"
+      always has a candidate, and a run of ``n`` saves keeps about ``keep + 2 log2(n)`` files.
+      The rule is stable: applied after every save, it never needs a file it deleted before.
+
+    :param steps: The checkpoints' step counts (saved every fixed number of steps)
+    :param keep: How many of the newest to keep (at least 1)
+    :param protect: Step counts never to delete
+    :return: The step counts to keep
+    """
+    ordered = sorted(set(steps))
+    if not ordered:
+        return set()
+    oldest, newest = ordered[0], ordered[-1]
+    interval = min((b - a for a, b in itertools.pairwise(ordered[-keep - 1 :])), default=1) or 1
+    kept = set(ordered[-keep:]) | {oldest} | (set(protect) & set(ordered))
+    n = (newest - oldest) // interval
+    for step in ordered:
+        i = (step - oldest) // interval
+        age = n - i
+        if age > 0 and i % (1 << (age.bit_length() - 1)) == 0:
+            kept.add(step)
+    return kept
 
 
 def append_jsonl(path: Path | None, record: Mapping[str, Any]) -> None:
@@ -278,6 +331,15 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             continue
         if isinstance(record, dict):
             yield record
+
+
+def monitor_state_path_for(model_path: Path) -> Path:
+    """
+    The health monitor's state saved with a model: ``model_5000_steps.zip`` -> ``monitor_5000_steps.json``,
+    ``model.zip`` -> ``monitor.json``.
+    """
+    stem = model_path.name.removesuffix(".zip")
+    return model_path.with_name(stem.replace("model", "monitor", 1) + ".json")
 
 
 def stats_path_for(model_path: Path) -> Path:
@@ -311,27 +373,59 @@ class AtomicCheckpointCallback(BaseCallback):
     Save the model and its VecNormalize statistics every ``save_freq`` calls (env steps of the VecEnv).
 
     Unlike SB3's ``CheckpointCallback`` (whose ``save_vecnormalize`` defaults to ``False``, see
-    SB3 issue #1256), the statistics are always saved, and a crash mid-save never leaves a
-    truncated file: each file is written under a temporary name and renamed.
+    SB3 issue #1256), the statistics are always saved, and neither a crash nor a power loss
+    mid-save leaves a truncated file (:func:`atomic_write`). With ``keep``, older checkpoints are
+    deleted once the new one is on disk, as :func:`checkpoints_to_keep` says.
 
     :param save_freq: Save every this many calls of ``_on_step`` (``total steps / n_envs``)
     :param save_path: The folder
+    :param keep: Keep this many of the newest checkpoints (and the spaced-out older ones);
+        ``None`` keeps every checkpoint
+    :param state: Returns JSON data saved beside each checkpoint (``monitor_<steps>_steps.json``):
+        the health monitor's state, so a resumed run goes on judging against its past
+    :param protect: Returns step counts whose checkpoints must be kept (the last healthy one)
     :param verbose: 1 to print each save
     """
 
-    def __init__(self, save_freq: int, save_path: Path, verbose: int = 0) -> None:
+    def __init__(
+        self,
+        save_freq: int,
+        save_path: Path,
+        keep: int | None = None,
+        state: Callable[[], Mapping[str, Any]] | None = None,
+        protect: Callable[[], Iterable[int]] | None = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(verbose)
         self.save_freq = save_freq
         self.save_path = Path(save_path)
+        self.keep = keep
+        self.state = state
+        self.protect = protect
 
     def _on_step(self) -> bool:
         if self.n_calls % self.save_freq == 0:
             self.save_path.mkdir(parents=True, exist_ok=True)
             path = self.save_path / f"model_{self.num_timesteps}_steps.zip"
+            if self.state is not None:
+                text = json.dumps(dict(self.state()))
+                atomic_write(monitor_state_path_for(path), lambda tmp: tmp.write_text(text))
             save_with_stats(self.model, path)
             if self.verbose >= 1:
                 print(f"Saved checkpoint {path}")
+            if self.keep is not None:
+                self._prune()
         return True
+
+    def _prune(self) -> None:
+        assert self.keep is not None
+        found = list_checkpoints(self.save_path)
+        keep = checkpoints_to_keep([s for s, _ in found], self.keep, self.protect() if self.protect else ())
+        for steps, path in found:
+            if steps not in keep:
+                # The model first: a kill between these leaves stray companions, never a model without its statistics.
+                for file in (path, stats_path_for(path), monitor_state_path_for(path)):
+                    file.unlink(missing_ok=True)
 
 
 def load_model(

@@ -6,6 +6,7 @@ The command line only parses arguments and calls these; tests call them directly
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -25,12 +26,20 @@ from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 import sb3_safe
-from sb3_safe.build import BuiltRun, build_run, safety_callbacks
+from sb3_safe.build import BuiltRun, SafetyCallbacks, build_run, safety_callbacks
 from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
 from sb3_safe.config import TrainConfig, load_config
 from sb3_safe.envs import load_vec_normalize, make_env
-from sb3_safe.errors import ConfigError, RunFolderError
-from sb3_safe.runs import AtomicCheckpointCallback, RunFolder, load_model, save_with_stats, stats_path_for
+from sb3_safe.errors import CheckpointError, ConfigError, RunFolderError
+from sb3_safe.runs import (
+    AtomicCheckpointCallback,
+    RunFolder,
+    atomic_write,
+    load_model,
+    monitor_state_path_for,
+    save_with_stats,
+    stats_path_for,
+)
 
 __all__ = ["EvalResult", "ProgressLineCallback", "TrainResult", "evaluate", "show_progress_bar", "train"]
 
@@ -235,12 +244,20 @@ def _train_into(
         )
     )
     safety = safety_callbacks(config, folder.path)
+    if checkpoint is not None and safety.monitor is not None:
+        _resume_monitor(safety.monitor, checkpoint)
     n_envs = built.venv.num_envs
     eval_every = eval_freq or max(target // 20, 1)
     save_every = save_freq or max(target // 10, 1)
     all_callbacks: list[BaseCallback] = [
         *safety.as_list(),  # first: they repair NaN observations and statistics before evaluation and checkpoints
-        AtomicCheckpointCallback(max(save_every // n_envs, 1), folder.checkpoints_dir),
+        AtomicCheckpointCallback(
+            max(save_every // n_envs, 1),
+            folder.checkpoints_dir,
+            keep=config.values.get("keep_checkpoints"),
+            state=None if safety.monitor is None else _monitor_state(safety),
+            protect=None if safety.rollback is None else _healthy_step(safety.rollback, folder),
+        ),
         EvalCallback(
             built.eval_env,
             callback_on_new_best=_SaveBest(folder.best_model),
@@ -259,6 +276,9 @@ def _train_into(
     start = time.perf_counter()
     model.learn(remaining, callback=all_callbacks, reset_num_timesteps=checkpoint is None, progress_bar=bar)
     wall = time.perf_counter() - start
+    if safety.monitor is not None:
+        state = _monitor_state(safety)()
+        atomic_write(monitor_state_path_for(folder.final_model), lambda tmp: tmp.write_text(json.dumps(state)))
     save_with_stats(model, folder.final_model)
 
     if built.normalized:
@@ -276,6 +296,51 @@ def _train_into(
         }
     )
     return TrainResult(folder.path, model, model.num_timesteps, mean, std, safety.monitor, safety.rollback)
+
+
+def _monitor_state(safety: SafetyCallbacks) -> Callable[[], dict[str, Any]]:
+    """What is saved beside each checkpoint: the monitor's history, the rollbacks so far, the last healthy step."""
+
+    def state() -> dict[str, Any]:
+        assert safety.monitor is not None
+        rollback = safety.rollback
+        return {
+            "health": safety.monitor.history.state_dict(),
+            "rollbacks": None if rollback is None else rollback.rollbacks,
+            "healthy_timesteps": None if rollback is None or rollback.healthy is None else rollback.healthy.timesteps,
+        }
+
+    return state
+
+
+def _healthy_step(rollback: RollbackCallback, folder: RunFolder) -> Callable[[], list[int]]:
+    """The newest checkpoint at or before the last confirmed-healthy state is never pruned."""
+
+    def steps() -> list[int]:
+        healthy = rollback.healthy
+        if healthy is None:
+            return []
+        return [s for s, _ in folder.checkpoints() if s <= healthy.timesteps][-1:]
+
+    return steps
+
+
+def _resume_monitor(monitor: HealthMonitorCallback, checkpoint: Path) -> None:
+    """
+    Load the monitor's history saved beside ``checkpoint``, so that a collapse right after a resume
+    is judged against the best return from before it.
+    """
+    path = monitor_state_path_for(checkpoint)
+    try:
+        state = json.loads(path.read_text())
+        monitor.history.load_state_dict(state["health"])
+    except FileNotFoundError:
+        return  # a checkpoint from before monitor states were saved, or from a run without a monitor
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise CheckpointError(
+            f"monitor state {str(path)!r} beside the checkpoint is damaged ({type(error).__name__}: {error}). "
+            "Delete it to resume with a fresh health history"
+        ) from None
 
 
 def _evaluate(model: PPO, venv: VecEnv, episodes: int, deterministic: bool) -> tuple[float, float]:

@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from sb3_safe.bench import Job, _collect
+from sb3_safe.config import load_config
 from sb3_safe.errors import RunFolderError
-from sb3_safe.runs import RunFolder, append_jsonl
+from sb3_safe.runs import RunFolder, append_jsonl, checkpoints_to_keep, monitor_state_path_for, stats_path_for
+from sb3_safe.training import train
 
 
 def test_create_never_reuses_a_folder(tmp_path: Path):
@@ -70,3 +72,67 @@ def test_bench_collects_a_run_with_a_half_written_health_line(tmp_path: Path):
     row = _collect(job, tmp_path, threshold=-400.0)
     assert row["rollbacks"] == 1 and row["critical_findings"] == 0 and not row["crashed"]
     assert row["best_return"] == -300.0 and row["seconds_to_threshold"] == pytest.approx(10.0)
+
+
+def prune_after_every_save(saves: range, keep: int) -> list[int]:
+    present: list[int] = []
+    for step in saves:
+        present.append(step)
+        present = sorted(checkpoints_to_keep(present, keep))
+    return present
+
+
+def test_retention_keeps_newest_spaced_oldest_and_protected():
+    saves = range(1000, 200_001, 1000)  # 200 saves, every 1,000 steps
+    kept = checkpoints_to_keep(list(saves), keep=3, protect=[150_500 - 500])
+    assert {198_000, 199_000, 200_000, 150_000, 1000} <= kept  # the newest, the last healthy one, the oldest
+    for present in (sorted(kept), prune_after_every_save(saves, keep=3)):
+        newest = present[-1]
+        for k in range(8):  # every doubling band back from the newest holds a checkpoint
+            low, high = newest - 1000 * 2 ** (k + 1), newest - 1000 * 2**k
+            assert any(low < s <= high for s in present), (k, present)
+        assert len(present) <= 3 + 1 + 2 * 8
+    # pruning after every save keeps exactly what one pass over all of them keeps
+    assert prune_after_every_save(saves, keep=3) == sorted(checkpoints_to_keep(list(saves), keep=3))
+    # a run ten times longer keeps only a few more files
+    assert len(prune_after_every_save(range(1000, 2_000_001, 1000), keep=3)) <= len(kept) + 7
+    assert checkpoints_to_keep([], keep=3) == set()
+    assert checkpoints_to_keep([500], keep=1) == {500}
+
+
+def test_pruning_deletes_only_what_the_rule_drops(tmp_path: Path):
+    config = load_config(
+        "safe", "Pendulum-v1", {"n_timesteps": 4096, "n_envs": 2, "n_steps": 64, "batch_size": 64, "keep_checkpoints": 2}
+    )
+    result = train(config, runs_root=tmp_path, save_freq=256, eval_freq=10**6, progress_bar=False)
+    folder = RunFolder(result.run_dir)
+    steps = [s for s, _ in folder.checkpoints()]
+    assert steps == prune_after_every_save(range(256, 4097, 256), keep=2) or set(steps) > set(
+        prune_after_every_save(range(256, 4097, 256), keep=2)
+    )  # plus, at most, the last healthy one
+    assert len(steps) < 16 and steps[-1] == 4096 and steps[0] == 256
+    for _, path in folder.checkpoints():  # every kept checkpoint is complete
+        assert stats_path_for(path).is_file() and monitor_state_path_for(path).is_file()
+    leftovers = [
+        p.name for p in folder.checkpoints_dir.iterdir() if not any(p.name.endswith(f"_{s}_steps{p.suffix}") for s in steps)
+    ]
+    assert leftovers == []
+
+
+def test_resume_carries_the_monitor_history(tmp_path: Path):
+    config = load_config("safe", "Pendulum-v1", {"n_timesteps": 2048, "n_envs": 2, "n_steps": 64, "batch_size": 64})
+    first = train(config, runs_root=tmp_path, save_freq=1024, eval_freq=10**6, progress_bar=False)
+    assert first.monitor is not None
+    checkpoint = RunFolder(first.run_dir).checkpoint_path(1024)
+    saved = json.loads(monitor_state_path_for(checkpoint).read_text())["health"]
+    assert saved["count"] == 1024 // 128 - 1  # saved during the rollout that precedes the 8th update
+    resumed = train(
+        config.with_overrides({"n_timesteps": 3072}),
+        runs_root=tmp_path,
+        checkpoint=checkpoint,
+        eval_freq=10**6,
+        progress_bar=False,
+    )
+    assert resumed.monitor is not None
+    assert len(resumed.monitor.history) == saved["count"] + (3072 - 1024) // 128
+    assert resumed.monitor.history.first == saved["first"]  # the start of the run, not of the resume

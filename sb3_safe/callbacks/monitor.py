@@ -81,6 +81,10 @@ class HealthMonitorCallback(BaseCallback):
         """SB3's ``_n_updates`` at the update the monitor saw last (``None`` before the first)."""
         return self._last_update_id
 
+    def _on_training_start(self) -> None:
+        # Updates done before this learn() call (a resumed checkpoint's, a previous call's) are not new.
+        self._last_update_id = int(getattr(self.model, "_n_updates", 0)) or None
+
     def _on_step(self) -> bool:
         return True
 

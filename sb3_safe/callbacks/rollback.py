@@ -102,6 +102,8 @@ class RollbackCallback(BaseCallback):
     ) -> None:
         super().__init__(verbose)
         self.options = RollbackOptions(lr_factor, max_rollbacks, confirm_updates, confirm_episodes, confirm_max_updates)
+        #: Whether the monitor is this callback's own (not in the callback list: this callback drives it)
+        self._own_monitor = monitor is None
         self.monitor = monitor or HealthMonitorCallback(verbose=0)
         self.guard = NonFiniteGuardCallback(self.monitor)
         self.confirmer: SnapshotConfirmer[Snapshot] = SnapshotConfirmer(confirm_updates, confirm_episodes, confirm_max_updates)
@@ -125,6 +127,8 @@ class RollbackCallback(BaseCallback):
         self.guard.update_locals(locals_)
 
     def _on_training_start(self) -> None:
+        if self._own_monitor:
+            self.monitor.on_training_start(self.locals, self.globals)
         self.guard.on_training_start(self.locals, self.globals)
         self.healthy = self.snapshot()
         starts = np.asarray(self.model._last_episode_starts, dtype=bool)
