@@ -109,6 +109,11 @@ class Thresholds:
     divergence_max_rise_updates: Count = 30
     #: Critical at this many times the level while the critic is worse than a constant, growing or not.
     divergence_severe: Multiple = 30.0
+    #: The rise must also stand out from the loss's own variability: its log at least this many
+    #: standard deviations of the log loss around the level. A critic whose loss swings 50x between
+    #: rollouts with and without episode ends (CartPole-v1 with rl-zoo's settings) is not diverging
+    #: when it swings once more; one whose loss wobbles by 1.4x is, at 10x.
+    divergence_noise_multiple: Multiple = 3.0
     #: The reference level is at least this fraction of the largest value loss of the first
     #: ``divergence_window`` updates: a converged critic's loss sits at a noise floor (1e-5), and a
     #: jump from there back to ordinary levels is not divergence.
@@ -207,6 +212,8 @@ class HealthHistory:
         #: geometric moving average), the largest loss of the first window (for the floor), and how
         #: many finite losses each has seen
         self.loss_level: dict[str, float] = {}
+        #: Moving variance of the log loss around its level (held with the level)
+        self.loss_log_var: dict[str, float] = {}
         self.early_loss_max = {"raw": -math.inf, "scaled": -math.inf}
         self.loss_count = {"raw": 0, "scaled": 0}
         #: Moving average of explained variance, held and released with the loss level
@@ -283,7 +290,12 @@ class HealthHistory:
         for kind, value in values.items():
             log_value = math.log(max(value, 1e-300))
             level = self.loss_level.get(kind)
-            self.loss_level[kind] = log_value if level is None else level + alpha * (log_value - level)
+            if level is None:
+                self.loss_level[kind], self.loss_log_var[kind] = log_value, 0.0
+            else:
+                deviation = log_value - level
+                self.loss_level[kind] = level + alpha * deviation
+                self.loss_log_var[kind] += alpha * (deviation**2 - self.loss_log_var[kind])
             if self.loss_count[kind] < t.divergence_window:
                 self.early_loss_max[kind] = max(self.early_loss_max[kind], value)
             self.loss_count[kind] += 1
@@ -303,11 +315,12 @@ class HealthHistory:
         """:return: An independent copy (rows are not shared)"""
         other = copy.copy(self)
         other.rows = deque((dict(row) for row in self.rows), maxlen=self.window)
-        other.first, other.early_loss_max, other.loss_count, other.loss_level = (
+        other.first, other.early_loss_max, other.loss_count, other.loss_level, other.loss_log_var = (
             dict(self.first),
             dict(self.early_loss_max),
             dict(self.loss_count),
             dict(self.loss_level),
+            dict(self.loss_log_var),
         )
         other.losses = copy.copy(self.losses)
         other.loss_ratios = deque((dict(r) for r in self.loss_ratios), maxlen=self.loss_ratios.maxlen)
@@ -324,6 +337,7 @@ class HealthHistory:
             "best_return": self.best_return,
             "losses": list(self.losses),
             "loss_level": self.loss_level,
+            "loss_log_var": self.loss_log_var,
             "early_loss_max": self.early_loss_max,
             "loss_count": self.loss_count,
             "ev_level": self.ev_level,
@@ -342,6 +356,7 @@ class HealthHistory:
         self.start_return, self.best_return = state["start_return"], state["best_return"]
         self.losses = deque(state["losses"], maxlen=self.losses.maxlen)
         self.loss_level = dict(state["loss_level"])
+        self.loss_log_var = dict(state["loss_log_var"])
         self.early_loss_max = dict(state["early_loss_max"])
         self.loss_count = dict(state["loss_count"])
         self.ev_level = state["ev_level"]
@@ -496,18 +511,29 @@ def _value_collapse(history: HealthHistory, t: Thresholds, target_kl: float | No
     )
 
 
-def _latest_ratios(history: HealthHistory, t: Thresholds) -> list[float] | None:
+def _rise(history: HealthHistory, t: Thresholds) -> float | None:
     """
-    The last ``divergence_updates`` value losses over their reference level; with the return
-    spread logged on every row, the smaller of the raw and the spread-relative ratio (a spike
-    must show in both), or ``None`` during the warm-up.
+    How far the value loss stands above its reference level over the last ``divergence_updates``
+    updates (geometric mean of the ratios), or ``None`` when it does not count as a rise: during the
+    warm-up, when one of those updates is below half the factor (a lone spike that settles), or when
+    the rise is under the factor or does not stand out from the loss's own spread in log space. With
+    the return spread logged on every row, the raw loss and the loss relative to the spread must
+    both rise; the smaller of the two is returned.
     """
     if len(history.loss_ratios) < t.divergence_updates:
         return None
     latest = list(history.loss_ratios)[-t.divergence_updates :]
-    kinds = ("raw", "scaled") if history.spread_logged else ("raw",)
-    ratios = [min(r.get(kind, math.nan) for kind in kinds) for r in latest]
-    return None if any(math.isnan(r) for r in ratios) else ratios
+    rises = []
+    for kind in ("raw", "scaled") if history.spread_logged else ("raw",):
+        ratios = [r.get(kind, math.nan) for r in latest]
+        if any(math.isnan(r) for r in ratios) or min(ratios) < t.divergence_factor / 2:
+            return None
+        rise = statistics.geometric_mean(ratios)
+        spread = math.sqrt(history.loss_log_var.get(kind, 0.0))
+        if rise < t.divergence_factor or math.log(rise) < t.divergence_noise_multiple * spread:
+            return None
+        rises.append(rise)
+    return min(rises)
 
 
 def _value_divergence(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
@@ -518,16 +544,12 @@ def _value_divergence(history: HealthHistory, t: Thresholds, target_kl: float | 
     # in which no episode ends have near-constant targets and a tiny loss, the next rollout with an
     # episode end reads as a 100x spike); relative alone misleads the other way (HalfCheetah's
     # rollouts alternate between 0.98 and 0.4 explained variance as their return spread swings).
-    ratios = _latest_ratios(history, t)
-    # Each of the last updates at least half the factor, together (geometric mean) the factor: a
-    # lone spike that settles is not divergence, a noisy climb is.
-    if ratios is None or min(ratios) < t.divergence_factor / 2:
-        return None
-    ratio = statistics.geometric_mean(ratios)
-    if ratio < t.divergence_factor:
+    ratio = _rise(history, t)
+    if ratio is None:
         return None
     recent = list(history.losses)[-(t.divergence_updates + 1) :]
-    values = {"value_loss": float(history.last.get("value_loss") or 0.0), "ratio": ratios[-1]}
+    latest = min(history.loss_ratios[-1][kind] for kind in (("raw", "scaled") if history.spread_logged else ("raw",)))
+    values = {"value_loss": float(history.last.get("value_loss") or 0.0), "ratio": latest, "rise": ratio}
     ev_now = history.last.get("explained_variance")
     if ev_now is not None and math.isfinite(ev_now) and history.ev_level is not None:
         if ev_now >= 0 and ev_now > history.ev_level - t.divergence_ev_drop:
@@ -544,7 +566,7 @@ def _value_divergence(history: HealthHistory, t: Thresholds, target_kl: float | 
         "value_divergence",
         severity,
         values,
-        f"Value loss is {ratios[-1]:.0f}x its reference level ({recent[-1]:.3g})"
+        f"Value loss is {latest:.0f}x its reference level ({recent[-1]:.3g})"
         f"{' and still growing' if growing else ''}: the critic is diverging.",
         "Lower critic_learning_rate (or learning_rate) by 3-10x, set max_grad_norm: 0.5, use value_loss: huber or "
         "blend with clip_range_vf: 0.2, and normalize rewards; roll back to a checkpoint from before the spike.",

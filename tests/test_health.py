@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
 
 import pytest
 
-from sb3_safe.health import CODES, Thresholds, detect, gain_lost, scan
+from sb3_safe.health import CODES, HealthHistory, Thresholds, detect, gain_lost, scan
 
 
 def healthy_row(i: int, **changes: float) -> dict[str, float]:
@@ -131,9 +132,12 @@ def test_value_loss_jump_from_rollouts_without_episode_ends_is_not_divergence():
         for i, (loss, ev, spread) in enumerate(loss_ev_spread)
     ]
     assert "value_divergence" not in codes(rows)
-    # the raw losses alone (SB3's PPO logs no return spread) read as a growing 100x spike
+    # The raw losses alone (SB3's PPO logs no return spread) are a growing 100x spike over the level,
+    # but this loss swings 100x between rollouts anyway: the rise does not stand out from its own spread.
     raw = [{k: v for k, v in row.items() if k != "returns_std"} for row in rows]
-    assert [(f.code, f.severity) for f in detect(raw) if f.code == "value_divergence"] == [("value_divergence", "critical")]
+    assert [f.code for f in detect(raw) if f.code == "value_divergence"] == []
+    history = HealthHistory.of(raw)
+    assert history.loss_ratios[-1]["raw"] > 50 and math.sqrt(history.loss_log_var["raw"]) > 1.5
     # HalfCheetah-v5 (safe, seed 1, the 12 updates up to step 90,624 as `sb3-safe diagnose` reads them): a
     # well-fitted critic whose rollouts swing between 0.98 and 0.3 explained variance as the return spread
     # swings. The loss relative to the spread reads as a spike in the last two updates, the raw loss does not.
