@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-wheel docs bench bench-quick bench-health bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-wheel docs bench bench-quick bench-health bench-soak bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -78,6 +78,9 @@ test-sb3: $(STAMP)
 	  tar -xzf .cache/sb3/stable_baselines3-$(SB3_VERSION).tar.gz -C .cache/sb3; }
 	cd $(SB3_SRC)/tests && PYTHONPATH=$(CURDIR)/.ci $(abspath $(PY)) -m pytest -q -n 2 -p sb3_upstream_plugin \
 	  --ignore=test_utils.py -k "PPO and not A2C"
+
+bench-soak: $(STAMP)
+	$(PY) benchmarks/soak.py $(ARGS)
 
 bench-health: $(STAMP)
 	$(PY) benchmarks/health.py $(ARGS)
