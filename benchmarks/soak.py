@@ -12,6 +12,7 @@ and safe's speed as a share of plain PPO's. The curves go to ``--plot``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import multiprocessing
 import os
 import tempfile
@@ -21,7 +22,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-SETTINGS = {"n_envs": 1, "n_steps": 8, "batch_size": 8, "n_epochs": 1}
+SETTINGS: dict[str, Any] = {"n_envs": 1, "n_steps": 8, "batch_size": 8, "n_epochs": 1}
 
 
 class Probe(BaseCallback):
@@ -65,7 +66,9 @@ def _run(args: tuple[str, int]) -> tuple[str, list[tuple[int, float, int]]]:
             from stable_baselines3 import PPO
             from stable_baselines3.common.logger import configure
 
-            model = PPO("MlpPolicy", "CartPole-v1", seed=0, device="cpu", **{k: v for k, v in SETTINGS.items() if k != "n_envs"})
+            model = PPO(
+                "MlpPolicy", "CartPole-v1", seed=0, device="cpu", **{k: v for k, v in SETTINGS.items() if k != "n_envs"}
+            )
             model.set_logger(configure(out, ["csv", "tensorboard"]))
             model.learn(steps, callback=probe)
     return which, probe.points
@@ -98,7 +101,9 @@ def main() -> None:
         )
     ratio_start = speeds["safe"][0] / speeds["sb3-ppo"][0]
     ratio_end = speeds["safe"][1] / speeds["sb3-ppo"][1]
-    print(f"\nsafe / plain SB3 PPO steps/s: {ratio_start:.2f} at the start (2nd tenth), {ratio_end:.2f} at the end (last tenth)")
+    print(
+        f"\nsafe / plain SB3 PPO steps/s: {ratio_start:.2f} at the start (2nd tenth), {ratio_end:.2f} at the end (last tenth)"
+    )
     _plot(results, args.plot)
     print(f"Plot: {args.plot}")
 
@@ -110,7 +115,7 @@ def _plot(results: dict[str, Any], out: Path) -> None:
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for which, points in results.items():
         steps = [p[0] for p in points[1:]]
-        speed = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in zip(points, points[1:], strict=False)]
+        speed = [(b[0] - a[0]) / (b[1] - a[1]) for a, b in itertools.pairwise(points)]
         top.plot(steps, speed, label=which)
         bottom.plot([p[0] for p in points], [p[2] / 2**20 for p in points], label=which)
     top.set_ylabel("steps/s (per 1% of the run)")
