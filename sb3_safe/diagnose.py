@@ -12,6 +12,7 @@ import csv
 import json
 import math
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from sb3_safe.errors import RunFolderError
 from sb3_safe.health import SEVERITY_RANK, Finding, Thresholds, scan
 from sb3_safe.runs import RunFolder
 
-__all__ = ["Diagnosis", "diagnose", "load_history"]
+__all__ = ["PLOT_ROWS", "Diagnosis", "diagnose", "iter_history", "load_history"]
 
 # Logger keys that are not under train/ but that the detectors read.
 _RENAMES = {"rollout/ep_rew_mean": "ep_rew_mean", "time/total_timesteps": "timesteps"}
@@ -35,8 +36,8 @@ def _row_from(values: dict[str, float]) -> dict[str, float] | None:
     return row
 
 
-def _read_csv(path: Path) -> list[dict[str, float]]:
-    rows = []
+def _read_csv(path: Path) -> Iterator[dict[str, float]]:
+    """The rows of SB3's ``progress.csv``, one at a time (a file of a million updates is never held whole)."""
     try:
         with open(path, newline="") as f:
             for record in csv.DictReader(f):
@@ -50,10 +51,9 @@ def _read_csv(path: Path) -> list[dict[str, float]]:
                         continue
                 row = _row_from(values)
                 if row is not None:
-                    rows.append(row)
+                    yield row
     except (OSError, csv.Error, UnicodeDecodeError) as error:
         raise RunFolderError(f"cannot read {str(path)!r} as SB3's progress.csv: {error}") from None
-    return rows
 
 
 def _read_tensorboard(path: Path) -> list[dict[str, float]]:
@@ -78,11 +78,7 @@ def _read_tensorboard(path: Path) -> list[dict[str, float]]:
     return rows
 
 
-def load_history(path: Path) -> tuple[list[dict[str, float]], Path]:
-    """
-    :param path: A run folder, a ``progress.csv``, a TensorBoard event file, or a folder of them
-    :return: One row per PPO update, and the file it was read from
-    """
+def _source(path: Path) -> Path:
     if not path.exists():
         raise RunFolderError(f"{str(path)!r} does not exist. Pass a run folder, a progress.csv or TensorBoard events")
     csv_file = path.is_file() and path.suffix == ".csv"
@@ -93,12 +89,33 @@ def load_history(path: Path) -> tuple[list[dict[str, float]], Path]:
         source = path
     else:
         raise RunFolderError(f"{str(path)!r} holds no progress.csv or TensorBoard events (events.out.tfevents.*)")
-    rows = _read_csv(source) if source.suffix == ".csv" else _read_tensorboard(source)
-    if not rows:
-        raise RunFolderError(
-            f"no PPO updates (train/* values) in {str(source)!r}: was the run stopped before its first update?"
-        )
-    return rows, source
+    return source
+
+
+def iter_history(path: Path) -> tuple[Iterator[dict[str, float]], Path]:
+    """
+    :param path: A run folder, a ``progress.csv``, a TensorBoard event file, or a folder of them
+    :return: The rows, one per PPO update, as they are read (a CSV is streamed; TensorBoard's
+        reader loads its files whole), and the file they come from
+    """
+    source = _source(path)
+    return (_read_csv(source) if source.suffix == ".csv" else iter(_read_tensorboard(source))), source
+
+
+def _no_updates(source: Path) -> RunFolderError:
+    return RunFolderError(f"no PPO updates (train/* values) in {str(source)!r}: was the run stopped before its first update?")
+
+
+def load_history(path: Path) -> tuple[list[dict[str, float]], Path]:
+    """
+    :param path: A run folder, a ``progress.csv``, a TensorBoard event file, or a folder of them
+    :return: One row per PPO update (all of them, in memory), and the file it was read from
+    """
+    rows, source = iter_history(path)
+    history = list(rows)
+    if not history:
+        raise _no_updates(source)
+    return history, source
 
 
 def _target_kl(folder: RunFolder | None) -> float | None:
@@ -114,10 +131,25 @@ def _target_kl(folder: RunFolder | None) -> float | None:
 
 @dataclass
 class Diagnosis:
+    """
+    What ``diagnose`` found.
+
+    :param source: The file the updates were read from
+    :param history: The rows to plot: every update for a log of up to :data:`PLOT_ROWS` updates,
+        evenly thinned beyond (always including the last)
+    :param findings: The first finding of every episode of trouble, in time order
+    :param events: Rollbacks and stops from the run folder's ``health.jsonl``
+    :param updates: How many updates the log holds
+    """
+
     source: Path
     history: list[dict[str, float]]
     findings: list[Finding]
     events: list[dict[str, Any]] = field(default_factory=list)
+    updates: int = 0
+
+    def __post_init__(self) -> None:
+        self.updates = self.updates or len(self.history)
 
     @property
     def worst_first(self) -> list[Finding]:
@@ -126,7 +158,7 @@ class Diagnosis:
     @property
     def verdict(self) -> str:
         steps = self.history[-1].get("timesteps", float("nan"))
-        span = f"{len(self.history)} updates" + (f", {int(steps):,} steps" if math.isfinite(steps) else "")
+        span = f"{self.updates} updates" + (f", {int(steps):,} steps" if math.isfinite(steps) else "")
         if not self.findings:
             return f"healthy: no findings over {span}."
         counts = {s: sum(f.severity == s for f in self.findings) for s in ("critical", "warning", "info")}
@@ -154,7 +186,7 @@ class Diagnosis:
         return json.dumps(
             {
                 "source": str(self.source),
-                "updates": len(self.history),
+                "updates": self.updates,
                 "verdict": self.verdict,
                 "findings": [f.as_dict() for f in self.worst_first],
                 "events": self.events,
@@ -170,8 +202,39 @@ def diagnose(path: Path, thresholds: Thresholds | None = None, target_kl: float 
     :param target_kl: The run's ``target_kl`` (read from an sb3-safe run folder's config.yml when not given)
     :return: The findings, one per episode of trouble
     """
-    history, source = load_history(path)
+    rows, source = iter_history(path)
     folder = RunFolder.containing(source)
     target = target_kl if target_kl is not None else _target_kl(folder)
+    sample = _Sample()
+    findings = scan((sample.add(row) for row in rows), thresholds, target)
+    if not sample.count:
+        raise _no_updates(source)
     events = [] if folder is None else folder.health_events(("rollback", "stopped"))
-    return Diagnosis(source, history, scan(history, thresholds, target), events)
+    return Diagnosis(source, sample.rows(), findings, events, updates=sample.count)
+
+
+#: Rows kept for the plot of a long log (thinned evenly beyond this).
+PLOT_ROWS = 4000
+
+
+class _Sample:
+    """Every ``stride``-th row, the stride doubling whenever the sample is full: bounded memory."""
+
+    def __init__(self) -> None:
+        self.kept: list[dict[str, float]] = []
+        self.stride = 1
+        self.count = 0
+        self.last: dict[str, float] | None = None
+
+    def add(self, row: dict[str, float]) -> dict[str, float]:
+        if self.count % self.stride == 0:
+            self.kept.append(row)
+            if len(self.kept) >= 2 * PLOT_ROWS:
+                self.kept = self.kept[::2]
+                self.stride *= 2
+        self.count += 1
+        self.last = row
+        return row
+
+    def rows(self) -> list[dict[str, float]]:
+        return self.kept if self.last is None or (self.kept and self.kept[-1] is self.last) else [*self.kept, self.last]

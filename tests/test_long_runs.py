@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sb3_safe.diagnose import diagnose
+from sb3_safe.diagnose import PLOT_ROWS, diagnose
 from sb3_safe.health import HealthHistory, Thresholds, detect, scan
 
 STEPS_PER_UPDATE = 100_000
@@ -154,3 +154,13 @@ def test_plain_sb3_cartpole_with_its_default_settings_is_not_critical(seed: int)
     diagnosis = diagnose(DATA / f"sb3-ppo-default-CartPole-v1-s{seed}" / "progress.csv")
     assert [f.code for f in diagnosis.findings if f.severity == "critical"] == []
     assert max(row["ep_rew_mean"] for row in diagnosis.history) > 400  # it did solve the task
+
+
+def test_diagnose_streams_a_long_log_and_keeps_a_bounded_plot_sample(tmp_path: Path):
+    rng = np.random.default_rng(0)
+    _write_progress_csv([seeds_row(i, rng, spread=False) for i in range(12_000)], tmp_path / "progress.csv")
+    diagnosis = diagnose(tmp_path / "progress.csv")
+    assert diagnosis.updates == 12_000 and "12000 updates" in diagnosis.verdict
+    assert len(diagnosis.history) <= 2 * PLOT_ROWS
+    assert diagnosis.history[-1]["timesteps"] == 12_000 * STEPS_PER_UPDATE  # the last update is always kept
+    assert [f for f in diagnosis.findings if f.severity == "critical"] == []
