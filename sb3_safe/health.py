@@ -226,6 +226,8 @@ class HealthHistory:
         self.spread_logged = True
         #: The largest return spread (``returns_std``) seen
         self.peak_returns_std = 0.0
+        #: Values derived from the rows, computed once per update (cleared by :meth:`push`)
+        self.cache: dict[tuple[Any, ...], Any] = {}
 
     def __len__(self) -> int:
         return self.count
@@ -243,6 +245,7 @@ class HealthHistory:
         t = self.thresholds
         clean = {key: value for key in row if (value := _get(row, key)) is not None}
         self.rows.append(clean)
+        self.cache = {}
         self.count += 1
         for key in _FIRST_KEYS:
             if key not in self.first and _finite(clean.get(key)):
@@ -323,6 +326,7 @@ class HealthHistory:
             dict(self.loss_log_var),
         )
         other.losses = copy.copy(self.losses)
+        other.cache = {}
         other.loss_ratios = deque((dict(r) for r in self.loss_ratios), maxlen=self.loss_ratios.maxlen)
         return other
 
@@ -349,6 +353,7 @@ class HealthHistory:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Continue from :meth:`state_dict` (the thresholds stay this history's own)."""
+        self.cache = {}
         self.rows = deque((dict(row) for row in state["rows"]), maxlen=self.window)
         self.count = int(state["count"])
         self.first = dict(state["first"])
@@ -588,7 +593,10 @@ def _returns(rows: Iterable[Row], t: Thresholds) -> list[float]:
 
 
 def _recent_returns(history: HealthHistory, t: Thresholds) -> list[float]:
-    return _returns(list(history.rows)[-t.reward_collapse_window :], t)
+    key = ("returns", t.reward_collapse_window, t.reward_collapse_min_episodes)
+    if key not in history.cache:
+        history.cache[key] = _returns(list(history.rows)[-t.reward_collapse_window :], t)
+    return list(history.cache[key])
 
 
 def _return_noise(history: HealthHistory, t: Thresholds) -> float:
@@ -596,11 +604,12 @@ def _return_noise(history: HealthHistory, t: Thresholds) -> float:
     The run's own noise in mean return: how much the change from one update to the next varies
     over the window (median absolute deviation of the changes; a steady climb has none).
     """
-    changes = [b - a for a, b in itertools.pairwise(_recent_returns(history, t))]
-    if not changes:
-        return 0.0
-    typical = statistics.median(changes)
-    return statistics.median(abs(change - typical) for change in changes)
+    key = ("noise", t.reward_collapse_window, t.reward_collapse_min_episodes)
+    if key not in history.cache:
+        changes = [b - a for a, b in itertools.pairwise(_recent_returns(history, t))]
+        typical = statistics.median(changes) if changes else 0.0
+        history.cache[key] = statistics.median(abs(change - typical) for change in changes) if changes else 0.0
+    return float(history.cache[key])
 
 
 def _gained(start: float, best: float, noise: float, t: Thresholds) -> bool:
