@@ -283,7 +283,12 @@ class HealthHistory:
             reference = self._reference(kind)
             ratios[kind] = value / reference if reference is not None and reference > 0 else math.nan
         self.loss_ratios.append(ratios)
-        critic_ok = not _finite(ev) or self.ev_level is None or (ev >= 0 and ev > self.ev_level - t.divergence_ev_drop)  # type: ignore[operator]
+        critic_ok = (
+            ev is None
+            or not math.isfinite(ev)
+            or self.ev_level is None
+            or (ev >= 0 and ev > self.ev_level - t.divergence_ev_drop)
+        )
         rising = ratios["raw"] >= t.divergence_rise  # nan (warm-up) compares False
         if rising and not critic_ok and self.held_for < t.divergence_max_rise_updates:
             self.held_for += 1

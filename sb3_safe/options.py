@@ -46,7 +46,6 @@ __all__ = [
     "Positive",
     "check_fields",
     "check_mapping",
-    "check_value",
     "option_kinds",
 ]
 
@@ -139,11 +138,6 @@ def option_kinds(cls: type[Any]) -> dict[str, Kind]:
             raise TypeError(f"{cls.__name__}.{field.name} has no option kind: annotate it with one of sb3_safe.options")
         kinds[field.name] = found[0]
     return kinds
-
-
-def check_value(cls: type[Any], key: str, value: Any) -> int | float:
-    """Check one option of ``cls``; :raises OptionError: on a bad value."""
-    return option_kinds(cls)[key].check(key, value)
 
 
 def check_fields(instance: Any) -> None:

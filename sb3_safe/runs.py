@@ -189,7 +189,7 @@ class RunFolder:
 
     def checkpoint_path(self, timesteps: int) -> Path:
         """:return: Where the checkpoint at ``timesteps`` steps goes"""
-        return self.checkpoints_dir / f"model_{timesteps}_steps.zip"
+        return checkpoint_path(self.checkpoints_dir, timesteps)
 
     # -- reading (a crash can leave any of these missing or half-written)
 
@@ -237,11 +237,19 @@ class RunFolder:
         return list_checkpoints(self.checkpoints_dir)
 
 
+_CHECKPOINT = re.compile(r"model_(\d+)_steps\.zip")
+
+
+def checkpoint_path(folder: Path, timesteps: int) -> Path:
+    """:return: The checkpoint at ``timesteps`` steps in ``folder`` (``model_<steps>_steps.zip``)"""
+    return folder / f"model_{timesteps}_steps.zip"
+
+
 def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
     """:return: The checkpoints ``(steps, model path)`` in a folder, oldest first; temporary files are not checkpoints"""
     found = []
     for path in folder.glob("model_*_steps.zip"):
-        match = re.fullmatch(r"model_(\d+)_steps\.zip", path.name)
+        match = _CHECKPOINT.fullmatch(path.name)
         if match is not None:
             found.append((int(match.group(1)), path))
     return sorted(found)
@@ -406,7 +414,7 @@ class AtomicCheckpointCallback(BaseCallback):
     def _on_step(self) -> bool:
         if self.n_calls % self.save_freq == 0:
             self.save_path.mkdir(parents=True, exist_ok=True)
-            path = self.save_path / f"model_{self.num_timesteps}_steps.zip"
+            path = checkpoint_path(self.save_path, self.num_timesteps)
             if self.state is not None:
                 text = json.dumps(dict(self.state()))
                 atomic_write(monitor_state_path_for(path), lambda tmp: tmp.write_text(text))

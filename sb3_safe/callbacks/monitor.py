@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,8 +59,11 @@ class HealthMonitorCallback(BaseCallback):
         self.log_path = None if log_path is None else Path(log_path)
         #: What the detectors know of the run: recent rows and running summaries, bounded in memory
         self.history = HealthHistory(self.thresholds)
-        #: Findings that opened an episode of trouble, in time order
-        self.findings: list[Finding] = []
+        #: Findings that opened an episode of trouble, in time order (the latest 1,000: a warning that
+        #: comes back every few updates must not grow a list over a run of 10^6 updates)
+        self.findings: deque[Finding] = deque(maxlen=1000)
+        #: Codes of every critical finding of the run
+        self.critical_codes: set[str] = set()
         #: Every finding at the latest update
         self.latest: list[Finding] = []
         self._tracker = TroubleTracker(self.options.quiet_updates)
@@ -141,6 +145,8 @@ class HealthMonitorCallback(BaseCallback):
         self.logger.record("health/critical", int(self.critical))
         for finding in self._tracker.new(self.latest):
             self.findings.append(finding)
+            if finding.severity == "critical":
+                self.critical_codes.add(finding.code)
             append_jsonl(self.log_path, {"event": "finding", **finding.as_dict()})
             if self.verbose >= 1:
                 print(

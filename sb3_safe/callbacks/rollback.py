@@ -257,7 +257,7 @@ class RollbackCallback(BaseCallback):
             return f"{self.rollbacks} rollback(s)"
         return (
             f"training stopped after {self.rollbacks} rollbacks: the run kept breaking "
-            f"({', '.join(sorted({f.code for f in self.monitor.findings if f.severity == 'critical'}))}). "
+            f"({', '.join(sorted(self.monitor.critical_codes))}). "
             "The last healthy model is last_healthy_model.zip in the run folder; resume from it with "
             "--checkpoint and a lower learning_rate, or use the safe profile"
         )

@@ -190,8 +190,8 @@ class TrialObjective:
             raise _PruneTrialError(f"seed {seed}: {evaluations.stop_reason}")
         if rollback is not None and rollback.exhausted:
             raise _PruneTrialError(f"seed {seed}: rollbacks exhausted ({rollback.summary})")
-        if rollback is None and monitor is not None and any(f.severity == "critical" for f in monitor.findings):
-            codes = sorted({f.code for f in monitor.findings if f.severity == "critical"})
+        if rollback is None and monitor is not None and monitor.critical_codes:
+            codes = sorted(monitor.critical_codes)
             raise _PruneTrialError(f"seed {seed}: critical health finding ({', '.join(codes)})")
         if not evaluations.means:
             raise _PruneTrialError(
