@@ -373,7 +373,9 @@ def _group_norm(norms: list[th.Tensor]) -> th.Tensor:
 
 
 def _all_finite(tensors: Iterable[th.Tensor]) -> bool:
-    return all(bool(th.isfinite(t).all()) for t in tensors)
+    # One fused check and one device sync, not one per tensor.
+    flat = [t.detach().reshape(-1) for t in tensors]
+    return bool(th.isfinite(th.cat(flat)).all()) if flat else True
 
 
 def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:

@@ -77,7 +77,8 @@ class UpdateStats:
 
     def as_dict(self) -> dict[str, float | int | bool | None]:
         """:return: The fields as a plain mapping"""
-        return dataclasses.asdict(self)
+        # Every field is a plain number: no ``dataclasses.asdict`` recursion (this runs after every update).
+        return {name: getattr(self, name) for name in _FIELD_NAMES}
 
     def record(self, logger: Logger) -> None:
         """
@@ -96,3 +97,6 @@ class UpdateStats:
         """Whether every float in the record is finite and the parameters are too."""
         floats = (v for v in self.as_dict().values() if isinstance(v, float))
         return self.params_finite and all(math.isfinite(v) for v in floats)
+
+
+_FIELD_NAMES = tuple(field.name for field in dataclasses.fields(UpdateStats))
