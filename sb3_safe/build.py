@@ -12,8 +12,8 @@ all build through here, so a profile means the same thing to each of them::
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
@@ -24,14 +24,12 @@ from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 from sb3_safe.callbacks import HealthMonitorCallback, NonFiniteGuardCallback, RollbackCallback
 from sb3_safe.config import TrainConfig
 from sb3_safe.envs import make_env, make_eval_env, wrap_normalize
-from sb3_safe.errors import CheckpointError, ConfigError
+from sb3_safe.errors import ConfigError
 from sb3_safe.options import OptionError
-from sb3_safe.runs import RunFolder, load_model, stats_path_for
+from sb3_safe.resume import SavedModel, build_resumed, normalize_plan, read_saved
+from sb3_safe.runs import RunFolder
 
 __all__ = ["BuiltRun", "SafetyCallbacks", "build_run", "safety_callbacks"]
-
-# Hyperparameters that shape the network or its state: a checkpoint keeps its own.
-_ARCHITECTURE_KEYS = ("policy_kwargs", "normalize_value", "use_sde")
 
 
 @dataclass
@@ -46,6 +44,8 @@ class BuiltRun:
     model: PPO
     #: The step count the model starts from (the checkpoint's when resuming, else 0)
     start_timesteps: int = 0
+    #: What resuming under this profile changed, in words (empty for a new run)
+    resume_changes: list[str] = field(default_factory=list)
 
     @property
     def normalized(self) -> bool:
@@ -118,6 +118,7 @@ def build_run(
     device: str = "cpu",
     checkpoint: Path | None = None,
     env_wrapper: Callable[[gym.Env], gym.Env] | None = None,
+    explicit: Collection[str] = (),
 ) -> BuiltRun:
     """
     Build the environments and the model of a run (nothing is written to disk).
@@ -129,48 +130,33 @@ def build_run(
     :param checkpoint: A model ``.zip`` to resume from; its VecNormalize statistics (beside it)
         are loaded with it, the profile's hyperparameters apply, and the step count goes on
     :param env_wrapper: An extra gymnasium wrapper for the training environments (fault injection)
+    :param explicit: Profile keys set on the command line (``normalize`` there may switch a
+        checkpoint's observation normalization; see :mod:`sb3_safe.resume`)
     :return: The parts
     :raises ConfigError: When the algorithm rejects the configuration
     :raises CheckpointError: When the checkpoint is missing, damaged or does not fit the profile
     """
-    stats = None
-    if checkpoint is not None:
-        if not checkpoint.is_file():
-            raise CheckpointError(
-                f"checkpoint {str(checkpoint)!r} does not exist. Pass a model .zip from a run's checkpoints/ folder"
-            )
-        if config.normalize is not None:
-            stats = stats_path_for(checkpoint)
-            if not stats.is_file():
-                raise CheckpointError(
-                    f"--checkpoint {str(checkpoint)!r} has no VecNormalize statistics beside it ({stats.name}); resuming "
-                    "without them loses the reward and observation scale. Use a checkpoint saved by sb3-safe, or set "
-                    "normalize: false"
-                )
+    saved = None if checkpoint is None else read_saved(checkpoint, device)
+    normalize = config.normalize
+    if saved is not None:
+        normalize = normalize_plan(config, saved, explicit="normalize" in explicit)
+        config = config.with_overrides({"normalize": normalize if normalize is not None else False})
     venv: VecEnv = make_env(config, seed, vec_env=vec_env, wrapper=env_wrapper)
     try:
-        venv = wrap_normalize(venv, config, stats)
-        model = _model(config, venv, seed, device, checkpoint)
+        venv = wrap_normalize(venv, config, None if saved is None or normalize is None else saved.stats)
+        model = _model(config, venv, seed, device, saved)
     except BaseException:
         venv.close()
         raise
     eval_env = make_eval_env(config, seed + 1000, normalized=isinstance(venv, VecNormalize))
-    return BuiltRun(config, venv, eval_env, model, model.num_timesteps if checkpoint is not None else 0)
+    start = 0 if saved is None else saved.num_timesteps
+    return BuiltRun(config, venv, eval_env, model, start, [] if saved is None else saved.changes)
 
 
-def _model(config: TrainConfig, venv: VecEnv, seed: int, device: str, checkpoint: Path | None) -> PPO:
-    cls = config.algorithm_class
-    if checkpoint is None:
-        try:
-            return cls(config.policy, venv, seed=seed, device=device, **config.algorithm_kwargs())
-        except (ValueError, AssertionError) as error:
-            raise ConfigError(f"{config.where()}: {error}") from None
-    kwargs = {key: value for key, value in config.algorithm_kwargs().items() if key not in _ARCHITECTURE_KEYS}
-    model: PPO = load_model(cls, checkpoint, venv, device, custom_objects=kwargs)
-    for key in ("use_sde", "normalize_value"):
-        if key in config.values and getattr(model, key, config.values[key]) != config.values[key]:
-            raise CheckpointError(
-                f"--checkpoint {str(checkpoint)!r} was trained with {key}={getattr(model, key)}, the profile says "
-                f"{config.values[key]}; it shapes the network. Resume with --set {key}={getattr(model, key)}"
-            )
-    return model
+def _model(config: TrainConfig, venv: VecEnv, seed: int, device: str, saved: SavedModel | None) -> PPO:
+    if saved is not None:
+        return build_resumed(config, saved, venv, seed, device)
+    try:
+        return config.algorithm_class(config.policy, venv, seed=seed, device=device, **config.algorithm_kwargs())
+    except (ValueError, AssertionError) as error:
+        raise ConfigError(f"{config.where()}: {error}") from None

@@ -116,6 +116,31 @@ def _add_diagnose(subparsers: argparse._SubParsersAction) -> None:  # type: igno
     p.add_argument("--target-kl", type=_positive_float, help="the run's target_kl, for kl_spike (default: from config.yml)")
 
 
+def _add_recover(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "recover",
+        help="continue a failed run under the safe profile from before the trouble began",
+        description="Find the trouble that ended or spoiled a run (critical findings no rollback dealt with, a crash), "
+        "pick the newest checkpoint from before it began, and continue under a profile (default: safe) to the run's "
+        "budget in a new run folder beside it. A healthy run is left alone unless --from is given.",
+    )
+    p.add_argument("run", type=Path, help="run folder (sb3-safe's; a plain SB3 / rl-zoo one with --env and --timesteps)")
+    p.add_argument("--profile", default="safe", help="profile to continue with (default: %(default)s)")
+    p.add_argument("--env", help="Gymnasium id (default: the run's, from its config.yml)")
+    p.add_argument("--timesteps", type=_positive_int, help="total steps (default: the run's n_timesteps)")
+    p.add_argument(
+        "--from",
+        dest="from_step",
+        type=_positive_int,
+        metavar="STEP",
+        help="continue from the newest checkpoint at or before STEP, trouble or not",
+    )
+    p.add_argument("--seed", type=int, help="seed (default: the run's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
+    p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--dry-run", action="store_true", help="say what would be done, train nothing")
+
+
 def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "tune",
@@ -163,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_eval(subparsers)
     _add_diagnose(subparsers)
+    _add_recover(subparsers)
     _add_tune(subparsers)
     _add_bench(subparsers)
     return parser
@@ -176,6 +202,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     th.set_num_threads(args.threads)
     check_env_id(args.env)
     overrides = parse_overrides(args.overrides)
+    explicit = set(overrides)
     if args.timesteps is not None:
         overrides["n_timesteps"] = args.timesteps
     if args.n_envs is not None:
@@ -195,6 +222,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         save_freq=args.save_freq,
         n_eval_episodes=args.eval_episodes,
         argv=["sb3-safe", *argv],
+        explicit=explicit,
     )
     if result.stopped_early and result.rollback is not None:
         print(f"sb3-safe: {result.rollback.summary}. Run folder: {result.run_dir}", file=sys.stderr)
@@ -226,6 +254,39 @@ def _diagnose(args: argparse.Namespace) -> int:
         title = f"{diagnosis.source.parent.name}/{diagnosis.source.name}\n{diagnosis.verdict}"
         plot_health(diagnosis.history, diagnosis.worst_first, args.plot, title)
     print(diagnosis.as_json() if args.json else diagnosis.report())
+    return 0
+
+
+def _recover(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from sb3_safe.config import parse_overrides
+    from sb3_safe.envs import check_env_id
+    from sb3_safe.recover import recover
+
+    th.set_num_threads(args.threads)
+    if args.env is not None:
+        check_env_id(args.env)
+    recovery = recover(
+        args.run,
+        profile=args.profile,
+        env_id=args.env,
+        timesteps=args.timesteps,
+        overrides=parse_overrides(args.overrides),
+        from_step=args.from_step,
+        seed=args.seed,
+        argv=["sb3-safe", *argv],
+        dry_run=args.dry_run,
+    )
+    result = recovery.result
+    if result is None:
+        print(f"sb3-safe recover: {recovery.reason}", flush=True)
+        return 0
+    if result.stopped_early and result.rollback is not None:
+        print(f"sb3-safe: {result.rollback.summary}. Run folder: {result.run_dir}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
+    print(
+        f"Done: {result.num_timesteps:,} steps. Eval return {result.eval_mean:.1f} +/- {result.eval_std:.1f}. "
+        f"Run folder: {result.run_dir}"
+    )
     return 0
 
 
@@ -303,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _train(args, argv)
             if args.command == "diagnose":
                 return _diagnose(args)
+            if args.command == "recover":
+                return _recover(args, argv)
             if args.command == "tune":
                 return _tune(args)
             if args.command == "bench":

@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shlex
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,24 +37,48 @@ def _row_from(values: dict[str, float]) -> dict[str, float] | None:
     return row
 
 
+def _rows(dumps: Iterable[dict[str, float]]) -> Iterator[dict[str, float]]:
+    """
+    Logger dumps -> detector rows, one per PPO update.
+
+    SB3's on-policy loop dumps after collecting a rollout and *before* training on it, so an
+    update's ``train/*`` values go out with the next dump: the next iteration's, or an
+    ``EvalCallback``'s in between, which has no ``rollout/ep_rew_mean``. The latest mean return
+    is carried to such rows (without it most rows of a run with evaluations had no return,
+    and ``diagnose`` missed collapses the live monitor saw).
+    """
+    latest_return: float | None = None
+    for values in dumps:
+        if "rollout/ep_rew_mean" in values:
+            latest_return = values["rollout/ep_rew_mean"]
+        row = _row_from(values)
+        if row is None:
+            continue
+        if "ep_rew_mean" not in row and latest_return is not None:
+            row["ep_rew_mean"] = latest_return
+        yield row
+
+
 def _read_csv(path: Path) -> Iterator[dict[str, float]]:
     """The rows of SB3's ``progress.csv``, one at a time (a file of a million updates is never held whole)."""
     try:
         with open(path, newline="") as f:
-            for record in csv.DictReader(f):
-                values = {}
-                for key, text in record.items():
-                    if key is None or text in (None, ""):
-                        continue
-                    try:
-                        values[key] = float(text)
-                    except ValueError:
-                        continue
-                row = _row_from(values)
-                if row is not None:
-                    yield row
+            yield from _rows(_csv_dumps(csv.DictReader(f)))
     except (OSError, csv.Error, UnicodeDecodeError) as error:
         raise RunFolderError(f"cannot read {str(path)!r} as SB3's progress.csv: {error}") from None
+
+
+def _csv_dumps(reader: Iterable[dict[str | None, str | None]]) -> Iterator[dict[str, float]]:
+    for record in reader:
+        values = {}
+        for key, text in record.items():
+            if key is None or text in (None, ""):
+                continue
+            try:
+                values[key] = float(text)
+            except (TypeError, ValueError):
+                continue
+        yield values
 
 
 def _read_tensorboard(path: Path) -> list[dict[str, float]]:
@@ -70,12 +95,7 @@ def _read_tensorboard(path: Path) -> list[dict[str, float]]:
         for tag in accumulator.Tags().get("scalars", []):
             for event in accumulator.Scalars(tag):
                 by_step[event.step][tag] = event.value
-    rows = []
-    for step in sorted(by_step):
-        row = _row_from({**by_step[step], "time/total_timesteps": float(step)})
-        if row is not None:
-            rows.append(row)
-    return rows
+    return list(_rows({**by_step[step], "time/total_timesteps": float(step)} for step in sorted(by_step)))
 
 
 def _source(path: Path) -> Path:
@@ -140,6 +160,7 @@ class Diagnosis:
     :param findings: The first finding of every episode of trouble, in time order
     :param events: Rollbacks and stops from the run folder's ``health.jsonl``
     :param updates: How many updates the log holds
+    :param run: The run folder the log belongs to (sb3-safe's or SB3's), if any
     """
 
     source: Path
@@ -147,6 +168,7 @@ class Diagnosis:
     findings: list[Finding]
     events: list[dict[str, Any]] = field(default_factory=list)
     updates: int = 0
+    run: Path | None = None
 
     def __post_init__(self) -> None:
         self.updates = self.updates or len(self.history)
@@ -180,7 +202,25 @@ class Diagnosis:
             else:
                 lines.append(f"stopped at step {event['timestep']:,} after running out of rollbacks ({event['reasons']})")
         lines.append(f"Verdict: {self.verdict}")
+        command = self.recover_command
+        if command is not None:
+            lines.append(
+                f"To continue it under the safe profile from the newest checkpoint before the trouble began: {command}"
+            )
         return "\n".join(lines)
+
+    @property
+    def unhandled(self) -> list[Finding]:
+        """The critical findings no rollback dealt with (a rollback is logged at the step of its finding)."""
+        rolled_back = {int(event["timestep"]) for event in self.events if event.get("event") == "rollback"}
+        return [f for f in self.findings if f.severity == "critical" and f.timestep not in rolled_back]
+
+    @property
+    def recover_command(self) -> str | None:
+        """``sb3-safe recover RUN`` for a run with trouble no rollback dealt with, else ``None``"""
+        if self.run is None or not self.unhandled:
+            return None
+        return f"sb3-safe recover {shlex.quote(str(self.run))}"
 
     def as_json(self) -> str:
         return json.dumps(
@@ -190,6 +230,7 @@ class Diagnosis:
                 "verdict": self.verdict,
                 "findings": [f.as_dict() for f in self.worst_first],
                 "events": self.events,
+                "recover_command": self.recover_command,
             },
             indent=2,
         )
@@ -210,7 +251,8 @@ def diagnose(path: Path, thresholds: Thresholds | None = None, target_kl: float 
     if not sample.count:
         raise _no_updates(source)
     events = [] if folder is None else folder.health_events(("rollback", "stopped"))
-    return Diagnosis(source, sample.rows(), findings, events, updates=sample.count)
+    run = folder.path if folder is not None else (source.parent if source.name == "progress.csv" else None)
+    return Diagnosis(source, sample.rows(), findings, events, updates=sample.count, run=run)
 
 
 #: Rows kept for the plot of a long log (thinned evenly beyond this).

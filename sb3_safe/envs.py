@@ -121,13 +121,18 @@ def wrap_normalize(venv: VecEnv, config: TrainConfig, stats: Path | None = None)
     :param stats: A ``vecnormalize.pkl`` to continue from
     :return: The wrapped VecEnv, or ``venv`` when the profile does not normalize
     """
-    if stats is not None:
-        return load_vec_normalize(stats, venv)
     kwargs = config.normalize
+    # Reward normalization divides by the std of the discounted return: use the agent's gamma.
+    gamma = float(config.get("gamma"))
+    if stats is not None:
+        loaded = load_vec_normalize(stats, venv)
+        # The statistics carry on; what is normalized and how follows the profile (a resume may switch them).
+        for name, value in {"gamma": gamma, **(kwargs or {})}.items():
+            setattr(loaded, name, value)
+        return loaded
     if kwargs is None:
         return venv
-    # Reward normalization divides by the std of the discounted return: use the agent's gamma.
-    return VecNormalize(venv, gamma=float(config.values.get("gamma", 0.99)), **kwargs)
+    return VecNormalize(venv, gamma=gamma, **kwargs)
 
 
 def load_vec_normalize(path: Path, venv: VecEnv) -> VecNormalize:

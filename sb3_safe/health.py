@@ -60,6 +60,9 @@ class Finding:
     values: dict[str, float]
     message: str
     advice: str
+    #: When the trouble began, as far as the detector can tell (the last update at which the value
+    #: loss stood at its level, the best return before a collapse); the finding's own step otherwise
+    onset: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -220,6 +223,9 @@ class HealthHistory:
         self.ev_level: float | None = None
         #: Updates the levels have been held through a rise
         self.held_for = 0
+        #: Step of the last update at which the value loss stood near its level (a rise's onset)
+        self.calm_step: int | None = None
+        self._step = 0
         #: The latest losses over their reference (raw and scaled; ``nan`` during the warm-up)
         self.loss_ratios: deque[dict[str, float]] = deque(maxlen=reference)
         #: Whether every row with a value loss also had a positive return spread
@@ -247,6 +253,8 @@ class HealthHistory:
         self.rows.append(clean)
         self.cache = {}
         self.count += 1
+        step = clean.get("timesteps")
+        self._step = int(step) if step is not None and math.isfinite(step) else self.count
         for key in _FIRST_KEYS:
             if key not in self.first and _finite(clean.get(key)):
                 self.first[key] = clean[key]
@@ -290,6 +298,8 @@ class HealthHistory:
             or (ev >= 0 and ev > self.ev_level - t.divergence_ev_drop)
         )
         rising = ratios["raw"] >= t.divergence_rise  # nan (warm-up) compares False
+        if not ratios["raw"] >= _CALM_RATIO:
+            self.calm_step = self._step
         if rising and not critic_ok and self.held_for < t.divergence_max_rise_updates:
             self.held_for += 1
             return
@@ -351,6 +361,8 @@ class HealthHistory:
             "loss_count": self.loss_count,
             "ev_level": self.ev_level,
             "held_for": self.held_for,
+            "calm_step": self.calm_step,
+            "step": self._step,
             "loss_ratios": list(self.loss_ratios),
             "spread_logged": self.spread_logged,
             "peak_returns_std": self.peak_returns_std,
@@ -371,12 +383,16 @@ class HealthHistory:
         self.loss_count = dict(state["loss_count"])
         self.ev_level = state["ev_level"]
         self.held_for = int(state["held_for"])
+        self.calm_step = state.get("calm_step")  # absent in states saved before onsets were tracked
+        self._step = int(state.get("step", self.count))
         self.loss_ratios = deque((dict(r) for r in state["loss_ratios"]), maxlen=self.loss_ratios.maxlen)
         self.spread_logged = bool(state["spread_logged"])
         self.peak_returns_std = float(state["peak_returns_std"])
 
 
 _FIRST_KEYS = ("std", "entropy_loss")
+# A value loss below this multiple of its level counts as calm (the onset of a later rise).
+_CALM_RATIO = 1.5
 History = HealthHistory | Sequence[Row]
 
 
@@ -394,10 +410,17 @@ def _timestep(history: HealthHistory) -> int:
 
 
 def _finding(
-    history: HealthHistory, code: str, severity: Severity, values: dict[str, float], message: str, advice: str
+    history: HealthHistory,
+    code: str,
+    severity: Severity,
+    values: dict[str, float],
+    message: str,
+    advice: str,
+    onset: int | None = None,
 ) -> Finding:
     rounded = {k: float(f"{v:.6g}") for k, v in values.items()}
-    return Finding(code, severity, _timestep(history), rounded, message, advice)
+    now = _timestep(history)
+    return Finding(code, severity, now, rounded, message, advice, now if onset is None else min(onset, now))
 
 
 def _non_finite(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
@@ -431,7 +454,14 @@ def _non_finite(history: HealthHistory, t: Thresholds, target_kl: float | None) 
         f"Non-finite values in training ({', '.join(sorted(bad))}).",
         "Look for NaN/inf in observations and rewards (wrap the env in VecCheckNan), lower learning_rate, set "
         "max_grad_norm: 0.5 and value_loss: huber; resume from the last healthy checkpoint.",
+        # The rollout that brought the NaN in began at the previous update.
+        onset=_row_step(history.rows[-2]) if len(history.rows) > 1 else None,
     )
+
+
+def _row_step(row: Row) -> int | None:
+    step = _get(row, "timesteps")
+    return int(step) if step is not None and math.isfinite(step) else None
 
 
 def _frozen_policy(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
@@ -580,6 +610,7 @@ def _value_divergence(history: HealthHistory, t: Thresholds, target_kl: float | 
         f"{' and still growing' if growing else ''}: the critic is diverging.",
         "Lower critic_learning_rate (or learning_rate) by 3-10x, set max_grad_norm: 0.5, use value_loss: huber or "
         "blend with clip_range_vf: 0.2, and normalize rewards; roll back to a checkpoint from before the spike.",
+        onset=history.calm_step,
     )
 
 
@@ -666,7 +697,16 @@ def _reward_collapse(history: HealthHistory, t: Thresholds, target_kl: float | N
         "had gained.",
         "Roll back to the checkpoint at the best return, then lower learning_rate (x0.3), set target_kl: 0.015 with "
         "kl_stop: epoch, and max_grad_norm: 0.5.",
+        onset=_best_step(history, t, best),
     )
+
+
+def _best_step(history: HealthHistory, t: Thresholds, best: float) -> int | None:
+    """The step of the update with the best mean return in the window (where a collapse began)."""
+    for row in list(history.rows)[-t.reward_collapse_window :]:
+        if _enough_episodes(row, t) and _get(row, "ep_rew_mean") == best:
+            return _row_step(row)
+    return None
 
 
 def _entropy_collapse(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:

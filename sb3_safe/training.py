@@ -10,7 +10,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,6 +146,8 @@ def train(
     progress_bar: bool | None = None,
     callbacks: Sequence[BaseCallback] = (),
     env_wrapper: Callable[[gym.Env], gym.Env] | None = None,
+    explicit: Collection[str] = (),
+    lineage: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     """
     Train one run into a new run folder.
@@ -165,10 +167,15 @@ def train(
     :param progress_bar: SB3's progress bar (default: :func:`show_progress_bar`), else plain lines
     :param callbacks: More callbacks
     :param env_wrapper: An extra gymnasium wrapper for the training environments (fault injection)
+    :param explicit: Profile keys set on the command line (see :func:`sb3_safe.build.build_run`)
+    :param lineage: Where this run comes from (``sb3-safe recover``: parent run, checkpoint, reason),
+        written to ``config.yml``'s ``run_info``
     :return: The run
     """
     target = config.n_timesteps
-    built = build_run(config, seed=seed, vec_env=vec_env, device=device, checkpoint=checkpoint, env_wrapper=env_wrapper)
+    built = build_run(
+        config, seed=seed, vec_env=vec_env, device=device, checkpoint=checkpoint, env_wrapper=env_wrapper, explicit=explicit
+    )
     try:
         remaining = target - built.start_timesteps
         if remaining <= 0:
@@ -191,6 +198,7 @@ def train(
             argv,
             progress_bar,
             callbacks,
+            lineage,
         )
     finally:
         built.close()
@@ -231,10 +239,17 @@ def _train_into(
     argv: Sequence[str],
     progress_bar: bool | None,
     callbacks: Sequence[BaseCallback],
+    lineage: Mapping[str, Any] | None = None,
 ) -> TrainResult:
     config, model = built.config, built.model
     target = config.n_timesteps
     run_info = _run_info(config, seed, device, vec_env, checkpoint, built.start_timesteps)
+    if checkpoint is not None:
+        run_info["resume_changes"] = list(built.resume_changes)
+        for change in built.resume_changes:
+            print(f"Resume: {change}", flush=True)
+    if lineage is not None:
+        run_info["recovered_from"] = dict(lineage)
     block = {**config.effective_values(), "n_timesteps": target}
     folder.write_config({config.env_id: block}, run_info, argv or ["sb3-safe", "train", "--env", config.env_id])
     model.set_logger(

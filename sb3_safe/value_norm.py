@@ -22,7 +22,10 @@ from contextlib import contextmanager
 import torch as th
 from torch import nn
 
-__all__ = ["ValueNormalizer"]
+__all__ = ["DEFAULT_EPSILON", "ValueNormalizer", "preserve_outputs"]
+
+#: Initial pseudo-count and variance floor of :class:`ValueNormalizer`
+DEFAULT_EPSILON = 1e-4
 
 
 class ValueNormalizer(nn.Module):
@@ -38,7 +41,7 @@ class ValueNormalizer(nn.Module):
     _shift: th.Tensor
     _scale: th.Tensor
 
-    def __init__(self, epsilon: float = 1e-4) -> None:
+    def __init__(self, epsilon: float = DEFAULT_EPSILON) -> None:
         super().__init__()
         self.epsilon = epsilon
         self.register_buffer("mean", th.zeros((), dtype=th.float64))
@@ -52,6 +55,8 @@ class ValueNormalizer(nn.Module):
         self._refresh()
         # Not a buffer: whether the hook de-normalizes. Only ``raw_output`` changes it.
         self.denormalize_output = True
+        # The value heads attached (a plain list, so not submodules: the state_dict keeps its keys).
+        self._heads: list[nn.Module] = []
 
     @property
     def std(self) -> th.Tensor:
@@ -69,6 +74,12 @@ class ValueNormalizer(nn.Module):
         Non-finite targets are left out: one NaN reward must not poison the statistics, and
         through them every value the critic will ever predict.
 
+        A count of 0 means "no targets seen yet" (a checkpoint trained without value
+        normalization, resumed with it): the statistics become the batch's, and the attached
+        linear heads are rescaled so that their de-normalized predictions do not change
+        (PopArt's output-preserving update). A new normalizer starts at ``epsilon`` instead, as
+        MAPPO's ValueNorm does, and never rescales.
+
         :param targets: Value targets on the true scale, any shape
         """
         batch = targets.detach().to(self.mean.device, th.float64).flatten()
@@ -78,6 +89,9 @@ class ValueNormalizer(nn.Module):
             return
         batch_mean = batch.mean()
         batch_var = batch.var(unbiased=False)
+        if float(self.count) == 0.0:
+            self._restart(batch_mean, batch_var, n)
+            return
         delta = batch_mean - self.mean
         total = self.count + n
         m2 = self.var * self.count + batch_var * n + delta**2 * self.count * n / total
@@ -85,6 +99,16 @@ class ValueNormalizer(nn.Module):
         self.var.copy_(m2 / total)
         self.count.copy_(total)
         self._refresh()
+
+    def _restart(self, mean: th.Tensor, var: th.Tensor, n: int) -> None:
+        old_shift, old_scale = self._shift.clone(), self._scale.clone()
+        self.mean.copy_(mean)
+        self.var.copy_(var)
+        self.count.fill_(n)
+        self._refresh()
+        for head in self._heads:
+            if isinstance(head, nn.Linear):
+                preserve_outputs(head, old_shift, old_scale, self._shift, self._scale)
 
     def normalize(self, x: th.Tensor) -> th.Tensor:
         """:return: ``(x - mean) / std``"""
@@ -104,6 +128,7 @@ class ValueNormalizer(nn.Module):
         :param value_net: The module whose output is the (normalized) value
         """
         value_net.register_forward_hook(self._hook)
+        self._heads.append(value_net)
 
     @contextmanager
     def raw_output(self) -> Iterator[None]:
@@ -114,3 +139,18 @@ class ValueNormalizer(nn.Module):
             yield
         finally:
             self.denormalize_output = previous
+
+
+@th.no_grad()
+def preserve_outputs(
+    head: nn.Linear, old_shift: th.Tensor, old_scale: th.Tensor, new_shift: th.Tensor, new_scale: th.Tensor
+) -> None:
+    """
+    Rescale a linear value head so that ``head(x) * scale + shift`` is the same before and after the
+    statistics change (PopArt, van Hasselt et al. 2016): ``W' = W * old / new`` and
+    ``b' = (b * old + old_shift - new_shift) / new``.
+    """
+    ratio = (old_scale / new_scale).to(head.weight.dtype)
+    head.weight.mul_(ratio)
+    if head.bias is not None:
+        head.bias.copy_(((head.bias.double() * old_scale + old_shift - new_shift) / new_scale).to(head.bias.dtype))

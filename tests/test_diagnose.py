@@ -77,7 +77,8 @@ def test_cli_report_json_and_plot(capsys: pytest.CaptureFixture[str], tmp_path: 
     csv_path = write_collapse_csv(tmp_path / "progress.csv")
     assert main(["diagnose", str(csv_path), "--plot", str(tmp_path / "health.png")]) == 0
     report = capsys.readouterr().out
-    assert report.splitlines()[-1].startswith("Verdict: unhealthy")
+    assert report.splitlines()[-2].startswith("Verdict: unhealthy")
+    assert report.splitlines()[-1].endswith(f"sb3-safe recover {tmp_path}")
     assert "advice:" in report
     assert (tmp_path / "health.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["diagnose", str(csv_path), "--json"]) == 0

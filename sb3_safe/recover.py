@@ -1,0 +1,233 @@
+"""
+``sb3-safe recover``: continue a run that went wrong, under the safe profile, from before the trouble began.
+
+1. :func:`find_trouble` reads the run: the detectors replayed over its ``progress.csv``
+   (:func:`sb3_safe.diagnose.diagnose`, with the run's own thresholds), the rollbacks and stops of
+   its ``health.jsonl``, and whether it finished. The trouble is the first critical finding no
+   rollback dealt with (or the end of a run that never finished); its *onset* is where the
+   detector saw it begin (the last update at which the value loss stood at its level, the best
+   return before a collapse), not where it became critical.
+2. :func:`choose_checkpoint` picks the newest retained checkpoint at or before the onset.
+3. :func:`recover` resumes it under the profile (:mod:`sb3_safe.resume` applies every
+   difference) to the run's original budget, in a new run folder beside the old one whose
+   ``config.yml`` records the chain: parent run, checkpoint, trouble, onset, changes.
+
+Plain SB3 and rl-zoo run folders work too (``progress.csv``, checkpoints named
+``*_<N>_steps.zip``, VecNormalize statistics beside them); they need ``--env`` and
+``--timesteps``, which an sb3-safe run folder records itself.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sb3_safe.config import load_config
+from sb3_safe.diagnose import diagnose
+from sb3_safe.errors import ConfigError, RunFolderError
+from sb3_safe.health import Finding, Thresholds
+from sb3_safe.runs import RunFolder, list_checkpoints
+from sb3_safe.training import TrainResult, train
+
+__all__ = ["Trouble", "choose_checkpoint", "find_checkpoints", "find_trouble", "recover"]
+
+_ANY_CHECKPOINT = re.compile(r".*_(\d+)_steps\.zip")
+# Profile keys that shape the network: a recovered run keeps its parent's.
+_NETWORK_KEYS = ("policy", "policy_kwargs", "use_sde")
+
+
+@dataclass(frozen=True)
+class Trouble:
+    """What ended or spoiled a run."""
+
+    code: str
+    #: Step at which it was seen (critical)
+    timestep: int
+    #: Step at which it began
+    onset: int
+    message: str
+
+    def describe(self) -> str:
+        began = f"began at step {self.onset:,}" + (f" (critical at {self.timestep:,})" if self.timestep != self.onset else "")
+        return f"{self.code} {began} ({self.message.rstrip('.')})"
+
+
+def _thresholds(folder: RunFolder) -> Thresholds | None:
+    """The run's own health thresholds, from its ``config.yml`` (``None``: the defaults)."""
+    try:
+        _, block, _ = folder.read_config()
+    except RunFolderError:
+        return None
+    health = block.get("health")
+    if not isinstance(health, Mapping):
+        return None
+    names = set(Thresholds.names())
+    return Thresholds(**{key: value for key, value in health.items() if key in names})
+
+
+def find_trouble(run: Path) -> Trouble | None:
+    """
+    :param run: A run folder (sb3-safe's, or one with SB3's ``progress.csv``)
+    :return: The first trouble no rollback dealt with, or ``None`` for a healthy, finished run
+    """
+    folder = RunFolder(run)
+    diagnosis = diagnose(run, _thresholds(folder))
+    if diagnosis.unhandled:
+        return _trouble(diagnosis.unhandled[0])
+    last_step = int(diagnosis.history[-1].get("timesteps", 0)) if diagnosis.history else 0
+    if folder.config_file.is_file() and folder.read_result() is None:
+        return Trouble(
+            "unfinished",
+            last_step,
+            last_step,
+            "the run stopped without a result (crashed or killed); its last logged update is this step.",
+        )
+    result = folder.read_result() or {}
+    if result.get("crashed"):
+        return Trouble("crash", last_step, last_step, str(result.get("error", "training raised")))
+    return None
+
+
+def _trouble(finding: Finding) -> Trouble:
+    onset = finding.onset if finding.onset is not None else finding.timestep
+    return Trouble(finding.code, finding.timestep, onset, finding.message)
+
+
+def find_checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """
+    :return: ``(steps, model path)`` of the run's checkpoints, oldest first: sb3-safe's
+        ``checkpoints/model_<N>_steps.zip``, or any ``*_<N>_steps.zip`` under a plain SB3 / rl-zoo run
+    """
+    own = list_checkpoints(RunFolder(run).checkpoints_dir)
+    if own:
+        return own
+    found = []
+    for path in run.rglob("*_steps.zip"):
+        match = _ANY_CHECKPOINT.fullmatch(path.name)
+        if match is not None:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def choose_checkpoint(checkpoints: Sequence[tuple[int, Path]], before: int) -> tuple[int, Path] | None:
+    """:return: The newest checkpoint at or before step ``before``, or ``None``"""
+    earlier = [(steps, path) for steps, path in checkpoints if steps <= before]
+    return earlier[-1] if earlier else None
+
+
+@dataclass
+class Recovery:
+    """What :func:`recover` decided, and the run it trained (``None`` when it had nothing to do)."""
+
+    trouble: Trouble | None
+    checkpoint: tuple[int, Path] | None
+    reason: str
+    result: TrainResult | None = None
+
+
+def recover(
+    run: Path,
+    *,
+    profile: str = "safe",
+    env_id: str | None = None,
+    timesteps: int | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    from_step: int | None = None,
+    seed: int | None = None,
+    argv: Sequence[str] = (),
+    progress_bar: bool | None = None,
+    dry_run: bool = False,
+) -> Recovery:
+    """
+    Find the trouble of a run, pick the checkpoint before it, and continue under ``profile``.
+
+    :param run: The run folder
+    :param profile: The profile to continue with
+    :param env_id: The environment (default: the run's, from its ``config.yml``)
+    :param timesteps: The budget in total steps (default: the run's ``n_timesteps``)
+    :param overrides: Profile keys set on the command line
+    :param from_step: Continue from the newest checkpoint at or before this step, trouble or not
+    :param seed: Seed (default: the run's)
+    :param argv: The command line, for ``command.txt``
+    :param progress_bar: See :func:`sb3_safe.training.train`
+    :param dry_run: Decide and explain, train nothing
+    :return: The decision, and the new run when one was trained
+    :raises RunFolderError: When ``run`` is no run folder
+    :raises ConfigError: When the environment or budget cannot be known
+    """
+    if not run.is_dir():
+        raise RunFolderError(f"{str(run)!r} is not a run folder. Pass the folder a training run wrote (runs/<env>/<run>)")
+    folder = RunFolder(run)
+    known_env, block, info = _parent(folder)
+    env_id = env_id or known_env
+    if env_id is None:
+        raise ConfigError(f"{str(run)!r} has no config.yml to name its environment. Pass --env ENV_ID")
+    budget = timesteps or (int(block["n_timesteps"]) if "n_timesteps" in block else None)
+    if budget is None:
+        raise ConfigError(f"{str(run)!r} does not record its budget. Pass --timesteps N (total steps)")
+    trouble = find_trouble(run)
+    checkpoints = find_checkpoints(run)
+    if from_step is not None:
+        limit = from_step
+        chosen = choose_checkpoint(checkpoints, from_step)
+        reason = f"asked to continue from step {from_step:,}" + (f"; {trouble.describe()}" if trouble else "")
+    elif trouble is None:
+        return Recovery(None, None, f"{run}: no trouble found; nothing to recover. Pass --from STEP to continue anyway.")
+    else:
+        limit = trouble.onset
+        chosen = choose_checkpoint(checkpoints, trouble.onset)
+        reason = trouble.describe()
+    if chosen is None:
+        first = f"the first is at step {checkpoints[0][0]:,}" if checkpoints else "the run kept none"
+        reason += f"; no checkpoint at or before step {limit:,} ({first}): starting afresh"
+    else:
+        reason += f"; newest checkpoint before it: {chosen[1].name} (step {chosen[0]:,})"
+    recovery = Recovery(trouble, chosen, reason)
+    if dry_run:
+        return recovery
+    print(f"sb3-safe recover: {reason}", flush=True)
+    # The network is the run's: its shape keys carry over (the profile's would not fit the checkpoint).
+    carried = {key: block[key] for key in _NETWORK_KEYS if key in block}
+    merged = {**carried, **(overrides or {}), "n_timesteps": budget}
+    config = load_config(profile, env_id, merged)
+    lineage = {
+        "parent_run": str(run.resolve()),
+        "checkpoint": None if chosen is None else str(chosen[1].resolve()),
+        "checkpoint_timestep": None if chosen is None else chosen[0],
+        "trouble": None if trouble is None else trouble.code,
+        "trouble_timestep": None if trouble is None else trouble.timestep,
+        "onset": None if trouble is None else trouble.onset,
+        "reason": reason,
+        "profile": profile,
+    }
+    recovery.result = train(
+        config,
+        seed=int(info.get("seed", 0)) if seed is None else seed,
+        run_dir=_new_folder(run, profile),
+        checkpoint=None if chosen is None else chosen[1],
+        argv=argv,
+        progress_bar=progress_bar,
+        explicit=set(overrides or {}),
+        lineage=lineage,
+    )
+    return recovery
+
+
+def _parent(folder: RunFolder) -> tuple[str | None, dict[str, Any], dict[str, Any]]:
+    """The run's environment, profile block and run_info (``None``, ``{}``, ``{}`` for a plain SB3 run)."""
+    if not folder.config_file.is_file():
+        return None, {}, {}
+    return folder.read_config()
+
+
+def _new_folder(run: Path, profile: str) -> Path:
+    """A folder beside the run that exists nowhere yet: ``<run>.recover-<profile>[-2, -3, ...]``."""
+    base = run.resolve().with_name(f"{run.resolve().name}.recover-{profile}")
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate

@@ -1,0 +1,260 @@
+"""Resume under another profile (sb3_safe.resume) and ``sb3-safe recover`` (sb3_safe.recover)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch as th
+import yaml
+from stable_baselines3.common.vec_env import VecNormalize
+
+from sb3_safe.build import build_run
+from sb3_safe.cli import main
+from sb3_safe.config import load_config
+from sb3_safe.diagnose import diagnose
+from sb3_safe.errors import CheckpointError
+from sb3_safe.recover import choose_checkpoint, find_trouble, recover
+from sb3_safe.resume import predict_values, read_saved
+from sb3_safe.training import train
+from sb3_safe.value_norm import ValueNormalizer
+
+SMALL = {"n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}}
+
+
+def config(profile: str, steps: int = 512, **extra):
+    return load_config(profile, "Pendulum-v1", {**SMALL, "n_timesteps": steps, **extra})
+
+
+@pytest.fixture(scope="module")
+def baseline_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished baseline run: one optimizer group, no VecNormalize, value normalization on."""
+    root = tmp_path_factory.mktemp("runs")
+    return train(config("baseline"), seed=3, runs_root=root, save_freq=256, eval_freq=256, n_eval_episodes=1).run_dir
+
+
+def observations(n: int = 32) -> np.ndarray:
+    return np.random.default_rng(0).uniform(-1, 1, size=(n, 3)).astype(np.float32)
+
+
+# -- resume under another profile
+
+
+def test_baseline_checkpoint_resumes_under_safe_with_every_difference_applied(baseline_run: Path):
+    checkpoint = baseline_run / "checkpoints" / "model_256_steps.zip"
+    saved = read_saved(checkpoint)
+    built = build_run(config("safe", 1024), seed=3, checkpoint=checkpoint)
+    model = built.model
+    # optimizer: two groups, and every parameter carries its Adam moments bit for bit
+    groups = model.policy.optimizer.param_groups
+    assert [g["name"] for g in groups] == ["actor", "critic"]
+    assert [g["lr"] for g in groups] == [3e-4, 1e-3]
+    old = saved.params["policy.optimizer"]
+    names = [name for name, _ in model.policy.named_parameters()]  # the baseline's single group, in this order
+    by_name = {name: old["state"][i] for i, name in enumerate(names)}
+    ids = {id(p): name for name, p in model.policy.named_parameters()}
+    for group in groups:
+        for p in group["params"]:
+            state = model.policy.optimizer.state[p]
+            assert th.equal(state["exp_avg"], by_name[ids[id(p)]]["exp_avg"])
+            assert th.equal(state["exp_avg_sq"], by_name[ids[id(p)]]["exp_avg_sq"])
+    # weights bit for bit, counters carried
+    for key, value in saved.params["policy"].items():
+        assert th.equal(model.policy.state_dict()[key], value)
+    assert model.num_timesteps == 256 and built.start_timesteps == 256
+    # the safe profile's algorithm settings apply
+    assert (model.max_grad_norm, model.value_loss, model.kl_stop, model.target_kl) == (0.5, "blend", "epoch", 0.015)
+    # reward normalization on, observations raw as the checkpoint trained
+    assert isinstance(built.venv, VecNormalize)
+    assert built.venv.norm_reward and not built.venv.norm_obs
+    text = "\n".join(built.resume_changes)
+    for expected in [
+        "observations stay raw",
+        "reward normalization on",
+        "optimizer rebuilt with 2 parameter groups",
+        "learning_rate 0.005 -> 0.0003",
+        "critic_learning_rate None -> 0.001",
+        "max_grad_norm inf -> 0.5",
+        "value_loss mse -> blend",
+    ]:
+        assert expected in text, text
+    built.close()
+
+
+def test_resume_with_the_same_profile_changes_nothing_and_keeps_the_optimizer(baseline_run: Path):
+    checkpoint = baseline_run / "checkpoints" / "model_256_steps.zip"
+    built = build_run(config("baseline", 1024), seed=3, checkpoint=checkpoint)
+    assert built.resume_changes == []
+    saved = read_saved(checkpoint)
+    assert str(built.model.policy.optimizer.state_dict()["state"]) == str(saved.params["policy.optimizer"]["state"])
+    built.close()
+
+
+def test_switching_value_normalization_off_folds_the_statistics_into_the_head(baseline_run: Path):
+    checkpoint = baseline_run / "model.zip"
+    saved = read_saved(checkpoint)
+    assert saved.value_normalized
+    before = build_run(config("baseline", 2048), seed=3, checkpoint=checkpoint)
+    normalizer = before.model.value_normalizer
+    assert normalizer is not None and abs(float(normalizer.mean)) > 1e-3, "the statistics must matter for the test"
+    after = build_run(config("baseline", 2048, normalize_value=False), seed=3, checkpoint=checkpoint)
+    assert after.model.value_normalizer is None
+    np.testing.assert_allclose(
+        predict_values(after.model, observations()), predict_values(before.model, observations()), rtol=1e-5, atol=1e-5
+    )
+    assert any("normalize_value off" in change for change in after.resume_changes)
+    assert any("Adam moments restart" in change for change in after.resume_changes)
+    before.close()
+    after.close()
+
+
+def test_switching_value_normalization_on_keeps_predictions_through_the_first_update(baseline_run: Path):
+    off = config("baseline", 2048, normalize_value=False)
+    plain_run = train(off, seed=4, runs_root=baseline_run.parent.parent / "off", eval_freq=10_000, n_eval_episodes=1).run_dir
+    checkpoint = plain_run / "model.zip"
+    before = build_run(config("baseline", 2048, normalize_value=False), seed=4, checkpoint=checkpoint)
+    after = build_run(config("baseline", 2048), seed=4, checkpoint=checkpoint)
+    normalizer = after.model.value_normalizer
+    assert normalizer is not None and float(normalizer.count) == 0.0
+    expected = predict_values(before.model, observations())
+    np.testing.assert_allclose(predict_values(after.model, observations()), expected, rtol=1e-5, atol=1e-5)
+    # The first update takes the rollout's statistics and rescales the head: predictions do not move.
+    returns = th.as_tensor(np.random.default_rng(1).normal(-300.0, 80.0, size=512))
+    normalizer.update(returns)
+    assert float(normalizer.mean) == pytest.approx(float(returns.mean()), rel=1e-9)
+    assert float(normalizer.count) == 512
+    np.testing.assert_allclose(predict_values(after.model, observations()), expected, rtol=1e-5, atol=1e-4)
+    before.close()
+    after.close()
+
+
+def test_a_new_normalizer_never_rescales():
+    head = th.nn.Linear(3, 1)
+    normalizer = ValueNormalizer()
+    normalizer.attach(head)
+    weight = head.weight.detach().clone()
+    normalizer.update(th.tensor([1.0, 5.0, 9.0]))
+    assert th.equal(head.weight, weight), "MAPPO's ValueNorm: only a resumed (count 0) normalizer rescales"
+
+
+def test_architecture_mismatch_is_a_one_line_error_naming_both_values(baseline_run: Path, capsys: pytest.CaptureFixture[str]):
+    checkpoint = baseline_run / "model.zip"
+    with pytest.raises(
+        CheckpointError, match=r"does not fit the profile's network: .*policy_kwargs: checkpoint \{net_arch: \[16\]"
+    ):
+        build_run(config("safe", 4096, policy_kwargs={"net_arch": [32]}), checkpoint=checkpoint)
+    with pytest.raises(CheckpointError, match="use_sde=True, the profile says use_sde=False"):
+        build_run(config("safe", 4096, use_sde=False), checkpoint=checkpoint)
+    with pytest.raises(CheckpointError, match="activation_fn Tanh, the profile says ReLU"):
+        build_run(config("safe", 4096, policy_kwargs={"net_arch": [16], "activation_fn": "relu"}), checkpoint=checkpoint)
+    code = main(["train", "--profile", "safe", "--checkpoint", str(checkpoint), "--set", "policy_kwargs={net_arch: [32]}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "damaged" not in err
+
+
+def test_only_a_damaged_file_is_called_damaged(tmp_path: Path, baseline_run: Path):
+    broken = tmp_path / "model_100_steps.zip"
+    broken.write_bytes((baseline_run / "model.zip").read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match="is damaged"):
+        read_saved(broken)
+
+
+# -- which checkpoint
+
+
+def test_choose_checkpoint():
+    found = [(1000, Path("a")), (2000, Path("b")), (4000, Path("c"))]
+    assert choose_checkpoint(found, 3500) == (2000, Path("b"))  # onset between checkpoints
+    assert choose_checkpoint(found, 2000) == (2000, Path("b"))  # a checkpoint at the onset is from before it
+    assert choose_checkpoint(found, 999) is None  # before the first
+    assert choose_checkpoint([], 10_000) is None
+
+
+def write_run(folder: Path, returns: list[float], losses: list[float], rollback_at: int | None = None) -> Path:
+    """An sb3-safe-like run folder with a progress.csv, a config and a result."""
+    folder.mkdir(parents=True)
+    keys = ["time/total_timesteps", "rollout/ep_rew_mean", "train/value_loss", "train/explained_variance"]
+    with open(folder / "progress.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        for i, (ret, loss) in enumerate(zip(returns, losses, strict=True)):
+            ev = 0.8 if loss < 0.01 else -3.0
+            writer.writerow({keys[0]: 1000 * (i + 1), keys[1]: ret, keys[2]: loss, keys[3]: ev})
+    block = {"algo": "safe_ppo", "n_timesteps": 1000 * len(returns), "normalize": False, "health": {}}
+    (folder / "config.yml").write_text(yaml.safe_dump({"Pendulum-v1": block, "run_info": {"seed": 0}}))
+    (folder / "result.json").write_text(json.dumps({"num_timesteps": 1000 * len(returns)}))
+    (folder / "checkpoints").mkdir()
+    if rollback_at is not None:
+        event = {"event": "rollback", "timestep": rollback_at, "restored_timestep": 0, "reasons": "x", "rollbacks": 1}
+        (folder / "health.jsonl").write_text(json.dumps(event) + "\n")
+    return folder
+
+
+def collapse() -> tuple[list[float], list[float]]:
+    returns = [-1200.0 + 30 * i for i in range(30)] + [-330.0 - 120 * (i + 1) for i in range(10)]
+    losses = [0.004] * 30 + [0.004 * 4 ** (i + 2) for i in range(10)]
+    return returns, losses
+
+
+def test_trouble_and_its_onset(tmp_path: Path):
+    returns, losses = collapse()
+    run = write_run(tmp_path / "bad", returns, losses)
+    trouble = find_trouble(run)
+    assert trouble is not None and trouble.onset < trouble.timestep
+    # the onset is no later than the last healthy update (30,000) and after the climb began
+    assert 20_000 <= trouble.onset <= 30_000, trouble
+    healthy = write_run(tmp_path / "good", [-1200.0 + 30 * i for i in range(40)], [0.004] * 40)
+    assert find_trouble(healthy) is None
+    assert diagnose(healthy).recover_command is None
+    assert diagnose(run).recover_command == f"sb3-safe recover {run}"
+
+
+def test_trouble_a_rollback_dealt_with_is_no_trouble(tmp_path: Path):
+    returns, losses = collapse()
+    first = find_trouble(write_run(tmp_path / "a", returns, losses))
+    assert first is not None
+    handled = write_run(tmp_path / "b", returns, losses, rollback_at=first.timestep)
+    later = find_trouble(handled)
+    assert later is None or later.timestep > first.timestep
+
+
+def test_an_unfinished_run_is_trouble_at_its_last_update(tmp_path: Path):
+    run = write_run(tmp_path / "killed", [-1200.0 + 30 * i for i in range(10)], [0.004] * 10)
+    (run / "result.json").unlink()
+    trouble = find_trouble(run)
+    assert trouble is not None and trouble.code == "unfinished" and trouble.onset == 10_000
+
+
+def test_recover_on_a_healthy_run_does_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    run = write_run(tmp_path / "good", [-1200.0 + 30 * i for i in range(40)], [0.004] * 40)
+    assert main(["recover", str(run)]) == 0
+    assert "no trouble found; nothing to recover" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
+
+
+def test_recover_end_to_end_after_a_forced_crash(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """A baseline run hit by a NaN observation (the baseline profile has no guard) is continued under safe."""
+    from sb3_safe.faults import make_fault_wrapper
+
+    broken = config("baseline", 1024, guard=False)
+    wrapper = make_fault_wrapper("non_finite", at_step=400, target="obs")
+    train(broken, seed=5, run_dir=tmp_path / "parent", save_freq=128, eval_freq=10_000, env_wrapper=wrapper)
+    parent = tmp_path / "parent"
+    trouble = find_trouble(parent)
+    assert trouble is not None and trouble.code == "non_finite" and trouble.onset <= 1024
+    recovery = recover(parent, progress_bar=False)
+    assert recovery.checkpoint is not None and recovery.checkpoint[0] <= trouble.onset
+    assert recovery.result is not None and recovery.result.num_timesteps >= 1024
+    child = recovery.result.run_dir
+    assert child.name == "parent.recover-safe"
+    info = yaml.safe_load((child / "config.yml").read_text())["run_info"]
+    chain = info["recovered_from"]
+    assert chain["parent_run"] == str(parent.resolve()) and chain["checkpoint_timestep"] == recovery.checkpoint[0]
+    assert chain["trouble"] == trouble.code and "newest checkpoint before it" in chain["reason"]
+    assert any("reward normalization on" in change for change in info["resume_changes"])
+    # and a second recovery never overwrites the first
+    again = recover(parent, progress_bar=False)
+    assert again.result is not None and again.result.run_dir.name == "parent.recover-safe-2"
