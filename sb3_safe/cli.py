@@ -14,11 +14,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import torch as th
 
 from sb3_safe.errors import UserError
+
+if TYPE_CHECKING:
+    from sb3_safe.training import TrainResult
 
 __all__ = ["main"]
 
@@ -224,6 +227,11 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         argv=["sb3-safe", *argv],
         explicit=explicit,
     )
+    return _finished(result)
+
+
+def _finished(result: TrainResult) -> int:
+    """Say how a training run ended: exit 0, or EXIT_TRAINING_FAILED when rollbacks ran out."""
     if result.stopped_early and result.rollback is not None:
         print(f"sb3-safe: {result.rollback.summary}. Run folder: {result.run_dir}", file=sys.stderr)
         return EXIT_TRAINING_FAILED
@@ -280,14 +288,7 @@ def _recover(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if result is None:
         print(f"sb3-safe recover: {recovery.reason}", flush=True)
         return 0
-    if result.stopped_early and result.rollback is not None:
-        print(f"sb3-safe: {result.rollback.summary}. Run folder: {result.run_dir}", file=sys.stderr)
-        return EXIT_TRAINING_FAILED
-    print(
-        f"Done: {result.num_timesteps:,} steps. Eval return {result.eval_mean:.1f} +/- {result.eval_std:.1f}. "
-        f"Run folder: {result.run_dir}"
-    )
-    return 0
+    return _finished(result)
 
 
 def _tune(args: argparse.Namespace) -> int:

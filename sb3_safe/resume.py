@@ -29,7 +29,6 @@ prints and writes to ``config.yml``'s ``run_info``.
 from __future__ import annotations
 
 import pickle
-import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from torch import nn
 
 from sb3_safe.config import TrainConfig
 from sb3_safe.errors import CheckpointError, ConfigError
-from sb3_safe.runs import RunFolder, stats_path_for
+from sb3_safe.runs import RunFolder, check_archive, stats_path_for
 from sb3_safe.value_norm import DEFAULT_EPSILON
 
 __all__ = ["SavedModel", "build_resumed", "find_stats", "normalize_plan", "read_saved"]
@@ -126,14 +125,11 @@ def read_saved(path: Path, device: str = "cpu") -> SavedModel:
     :return: Its contents, with the statistics and the run's ``normalize`` when they can be found
     :raises CheckpointError: When the file is missing or damaged
     """
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist. Pass a model .zip from a run's checkpoints/ folder")
     try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-        if bad is not None:
-            raise zipfile.BadZipFile(f"member {bad} is damaged")
+        check_archive(path)
         data, params, _ = load_from_zip_file(path, device=device)
+    except CheckpointError:
+        raise
     except Exception as error:  # a damaged archive raises many types (zipfile, pickle, torch)
         raise CheckpointError(
             f"checkpoint {str(path)!r} is damaged (truncated or corrupt): "

@@ -47,6 +47,7 @@ __all__ = [
     "RunFolder",
     "append_jsonl",
     "atomic_write",
+    "check_archive",
     "checkpoints_to_keep",
     "list_checkpoints",
     "load_model",
@@ -436,6 +437,19 @@ class AtomicCheckpointCallback(BaseCallback):
                     file.unlink(missing_ok=True)
 
 
+def check_archive(path: Path) -> None:
+    """
+    :raises CheckpointError: When ``path`` does not exist
+    :raises zipfile.BadZipFile: When it is not a zip archive or a member fails its CRC check
+    """
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist. Pass a model .zip from a run's checkpoints/ folder")
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"member {bad} is damaged")
+
+
 def load_model(
     algorithm: type[BaseAlgorithm],
     path: Path,
@@ -453,13 +467,8 @@ def load_model(
     :param custom_objects: Values that replace the saved ones (new hyperparameters)
     :return: The model
     """
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist. Pass a model .zip from a run's checkpoints/ folder")
     try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
-        if bad is not None:
-            raise zipfile.BadZipFile(f"member {bad} is damaged")
+        check_archive(path)
         return algorithm.load(path, env=env, device=device, custom_objects=custom_objects)
     except (zipfile.BadZipFile, EOFError, KeyError, ValueError, RuntimeError) as error:
         raise CheckpointError(

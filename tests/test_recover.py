@@ -12,6 +12,7 @@ import torch as th
 import yaml
 from stable_baselines3.common.vec_env import VecNormalize
 
+from sb3_safe import SafePPO
 from sb3_safe.build import build_run
 from sb3_safe.cli import main
 from sb3_safe.config import load_config
@@ -48,6 +49,7 @@ def test_baseline_checkpoint_resumes_under_safe_with_every_difference_applied(ba
     saved = read_saved(checkpoint)
     built = build_run(config("safe", 1024), seed=3, checkpoint=checkpoint)
     model = built.model
+    assert isinstance(model, SafePPO)
     # optimizer: two groups, and every parameter carries its Adam moments bit for bit
     groups = model.policy.optimizer.param_groups
     assert [g["name"] for g in groups] == ["actor", "critic"]
@@ -98,10 +100,11 @@ def test_switching_value_normalization_off_folds_the_statistics_into_the_head(ba
     saved = read_saved(checkpoint)
     assert saved.value_normalized
     before = build_run(config("baseline", 2048), seed=3, checkpoint=checkpoint)
+    assert isinstance(before.model, SafePPO)
     normalizer = before.model.value_normalizer
     assert normalizer is not None and abs(float(normalizer.mean)) > 1e-3, "the statistics must matter for the test"
     after = build_run(config("baseline", 2048, normalize_value=False), seed=3, checkpoint=checkpoint)
-    assert after.model.value_normalizer is None
+    assert isinstance(after.model, SafePPO) and after.model.value_normalizer is None
     np.testing.assert_allclose(
         predict_values(after.model, observations()), predict_values(before.model, observations()), rtol=1e-5, atol=1e-5
     )
@@ -117,6 +120,7 @@ def test_switching_value_normalization_on_keeps_predictions_through_the_first_up
     checkpoint = plain_run / "model.zip"
     before = build_run(config("baseline", 2048, normalize_value=False), seed=4, checkpoint=checkpoint)
     after = build_run(config("baseline", 2048), seed=4, checkpoint=checkpoint)
+    assert isinstance(after.model, SafePPO)
     normalizer = after.model.value_normalizer
     assert normalizer is not None and float(normalizer.count) == 0.0
     expected = predict_values(before.model, observations())
@@ -258,3 +262,26 @@ def test_recover_end_to_end_after_a_forced_crash(tmp_path: Path, capsys: pytest.
     # and a second recovery never overwrites the first
     again = recover(parent, progress_bar=False)
     assert again.result is not None and again.result.run_dir.name == "parent.recover-safe-2"
+
+
+def test_recover_a_plain_sb3_run_folder(tmp_path: Path):
+    """A plain SB3 PPO run (CheckpointCallback with VecNormalize, CSV log) continues under the safe profile."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import CheckpointCallback
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+
+    run = tmp_path / "sb3-run"
+    venv = VecNormalize(make_vec_env("Pendulum-v1", n_envs=2, seed=0))
+    model = PPO(
+        "MlpPolicy", venv, n_steps=64, batch_size=64, n_epochs=1, seed=0, use_sde=True, policy_kwargs={"net_arch": [16]}
+    )
+    model.set_logger(configure(str(run), ["csv"]))
+    model.learn(512, callback=CheckpointCallback(128, str(run / "checkpoints"), save_vecnormalize=True))
+    recovery = recover(run, env_id="Pendulum-v1", timesteps=768, from_step=300, progress_bar=False, overrides=SMALL)
+    assert recovery.checkpoint is not None and recovery.checkpoint[0] == 256
+    assert recovery.result is not None and recovery.result.num_timesteps >= 768
+    info = yaml.safe_load((recovery.result.run_dir / "config.yml").read_text())["run_info"]
+    changes = "\n".join(info["resume_changes"])
+    assert "normalize_value on" in changes and "optimizer rebuilt with 2 parameter groups" in changes
+    assert "observations stay" not in changes, "SB3's VecNormalize normalized observations, as the safe profile does"
