@@ -78,17 +78,24 @@ def find_trouble(run: Path) -> Trouble | None:
     if diagnosis.unhandled:
         return _trouble(diagnosis.unhandled[0])
     last_step = int(diagnosis.history[-1].get("timesteps", 0)) if diagnosis.history else 0
-    if folder.config_file.is_file() and folder.read_result() is None:
-        return Trouble(
-            "unfinished",
-            last_step,
-            last_step,
-            "the run stopped without a result (crashed or killed); its last logged update is this step.",
-        )
-    result = folder.read_result() or {}
-    if result.get("crashed"):
-        return Trouble("crash", last_step, last_step, str(result.get("error", "training raised")))
+    result = folder.read_result()
+    if folder.config_file.is_file() and result is None:
+        return _stopped("unfinished", "the run stopped without a result (crashed or killed)", last_step, diagnosis.findings)
+    if (result or {}).get("crashed"):
+        return _stopped("crash", str((result or {}).get("error", "training raised")), last_step, diagnosis.findings)
     return None
+
+
+def _stopped(code: str, what: str, last_step: int, findings: Sequence[Finding]) -> Trouble:
+    """
+    A run that ended early without a critical finding (stopped by hand as its value loss rose, killed,
+    crashed): the trouble began at the onset of its latest warning, if it had one, else at its last update.
+    """
+    if findings:
+        latest = findings[-1]
+        onset = latest.onset if latest.onset is not None else latest.timestep
+        return Trouble(code, last_step, onset, f"{what}; its latest warning, {latest.code}, began at step {onset:,}.")
+    return Trouble(code, last_step, last_step, f"{what}; no warning before it, its last logged update is this step.")
 
 
 def _trouble(finding: Finding) -> Trouble:

@@ -177,16 +177,20 @@ def test_choose_checkpoint():
     assert choose_checkpoint([], 10_000) is None
 
 
-def write_run(folder: Path, returns: list[float], losses: list[float], rollback_at: int | None = None) -> Path:
+def write_run(
+    folder: Path, returns: list[float], losses: list[float], rollback_at: int | None = None, kl_spike_at: int | None = None
+) -> Path:
     """An sb3-safe-like run folder with a progress.csv, a config and a result."""
     folder.mkdir(parents=True)
     keys = ["time/total_timesteps", "rollout/ep_rew_mean", "train/value_loss", "train/explained_variance"]
+    keys += ["train/approx_kl", "train/clip_fraction"]
     with open(folder / "progress.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, keys)
         writer.writeheader()
         for i, (ret, loss) in enumerate(zip(returns, losses, strict=True)):
             ev = 0.8 if loss < 0.01 else -3.0
-            writer.writerow({keys[0]: 1000 * (i + 1), keys[1]: ret, keys[2]: loss, keys[3]: ev})
+            kl, clipped = (0.5, 0.6) if i == kl_spike_at else (0.01, 0.1)
+            writer.writerow({keys[0]: 1000 * (i + 1), keys[1]: ret, keys[2]: loss, keys[3]: ev, keys[4]: kl, keys[5]: clipped})
     block = {"algo": "safe_ppo", "n_timesteps": 1000 * len(returns), "normalize": False, "health": {}}
     (folder / "config.yml").write_text(yaml.safe_dump({"Pendulum-v1": block, "run_info": {"seed": 0}}))
     (folder / "result.json").write_text(json.dumps({"num_timesteps": 1000 * len(returns)}))
@@ -230,6 +234,19 @@ def test_an_unfinished_run_is_trouble_at_its_last_update(tmp_path: Path):
     (run / "result.json").unlink()
     trouble = find_trouble(run)
     assert trouble is not None and trouble.code == "unfinished" and trouble.onset == 10_000
+
+
+def test_a_run_stopped_while_its_value_loss_rises_goes_back_to_the_rise(tmp_path: Path):
+    """Stopped by hand after a warning (a KL spike at update 31), before anything critical: the warning is the trouble."""
+    returns = [-1200.0 + 30 * i for i in range(34)]
+    run = write_run(tmp_path / "stopped", returns, [0.004] * 34, kl_spike_at=30)
+    (run / "result.json").unlink()
+    found = diagnose(run).findings
+    assert [(f.code, f.severity) for f in found] == [("kl_spike", "warning")], found
+    trouble = find_trouble(run)
+    assert trouble is not None and trouble.code == "unfinished"
+    assert trouble.onset == 31_000 and trouble.timestep == 34_000, trouble
+    assert "its latest warning, kl_spike, began at step 31,000" in trouble.message
 
 
 def test_recover_on_a_healthy_run_does_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
