@@ -35,6 +35,8 @@ from sb3_safe.training import TrainResult, train
 __all__ = ["Trouble", "choose_checkpoint", "find_checkpoints", "find_trouble", "recover"]
 
 _ANY_CHECKPOINT = re.compile(r".*_(\d+)_steps\.zip")
+# Trouble codes of runs that ended early without a critical finding.
+_STOPS = ("unfinished", "crash")
 # Profile keys that shape the network: a recovered run keeps its parent's.
 _NETWORK_KEYS = ("policy", "policy_kwargs", "use_sde")
 
