@@ -2,10 +2,14 @@
 Pure loss functions for PPO-style updates.
 
 Every function here takes tensors (and plain floats) and returns tensors. None of them
-touches an SB3 class, so the math can be reused by other PPO variants. They reduce with a
-plain mean over the minibatch: none takes a mask yet, so a recurrent update whose padded
-sequence slots must be left out (sb3-contrib's ``RecurrentPPO``) cannot use them as they are.
-Each one is unit-tested against values computed by hand in ``tests/test_losses.py``.
+touches an SB3 class, so the math is shared by SafePPO and the sb3-contrib variants. Each
+takes an optional boolean ``mask``: a recurrent update (sb3-contrib's ``RecurrentPPO``) pads
+its sequences, and padded slots must count for nothing. With a mask the inputs are indexed
+first (``x[mask]``), then reduced with the same elementwise operations and mean as
+``RecurrentPPO.train``, which indexes after them (the values are the same, bit for bit): a
+padded slot reaches no gradient, not even as ``0 * inf``. Without a mask the reductions are
+SB3's ``PPO.train``, operation for operation. Each one is unit-tested against values
+computed by hand in ``tests/test_losses.py`` and ``tests/test_contrib.py``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ __all__ = [
     "approx_kl",
     "clip_fraction",
     "clipped_surrogate_loss",
+    "masked_mean",
     "normalize_advantages",
     "value_loss",
 ]
@@ -30,7 +35,14 @@ ValueLossKind = Literal["mse", "huber", "blend"]
 VALUE_LOSSES: tuple[ValueLossKind, ...] = ("mse", "huber", "blend")
 
 
-def normalize_advantages(advantages: th.Tensor, min_std: float = 0.0, eps: float = 1e-8) -> th.Tensor:
+def masked_mean(x: th.Tensor, mask: th.Tensor | None = None) -> th.Tensor:
+    """:return: ``mean(x)``, or ``mean(x[mask])`` over the valid entries"""
+    return th.mean(x) if mask is None else th.mean(x[mask])
+
+
+def normalize_advantages(
+    advantages: th.Tensor, min_std: float = 0.0, eps: float = 1e-8, mask: th.Tensor | None = None
+) -> th.Tensor:
     """
     Normalize a minibatch of advantages to zero mean and unit standard deviation.
 
@@ -39,11 +51,24 @@ def normalize_advantages(advantages: th.Tensor, min_std: float = 0.0, eps: float
     near-zero std turns tiny numerical differences into unit-sized "signal", which is how a
     policy ends up pushed around by pure noise once its returns stop varying.
 
+    With a mask the mean and std are those of the valid entries (``RecurrentPPO``'s rule); with
+    fewer than two valid entries there is no std, and the advantages are only centred.
+
     :param advantages: Advantages of one minibatch, shape ``(batch,)``
     :param min_std: Below this standard deviation, subtract the mean only
     :param eps: Added to the std before dividing, as in SB3
+    :param mask: Valid entries (``None``: all)
     :return: The normalized advantages
     """
+    if mask is not None:
+        valid = advantages[mask]
+        if valid.numel() < 2:
+            return advantages - valid.sum()  # the one valid entry becomes 0 (nothing to subtract when there is none)
+        std = valid.std()
+        centred = advantages - valid.mean()
+        if min_std > 0.0 and float(std) < min_std:
+            return centred
+        return centred / (std + eps)
     std = advantages.std()
     centred = advantages - advantages.mean()
     if min_std > 0.0 and float(std) < min_std:
@@ -51,7 +76,9 @@ def normalize_advantages(advantages: th.Tensor, min_std: float = 0.0, eps: float
     return centred / (std + eps)
 
 
-def clipped_surrogate_loss(advantages: th.Tensor, ratio: th.Tensor, clip_range: float) -> th.Tensor:
+def clipped_surrogate_loss(
+    advantages: th.Tensor, ratio: th.Tensor, clip_range: float, mask: th.Tensor | None = None
+) -> th.Tensor:
     """
     PPO's clipped surrogate objective, negated to be minimized.
 
@@ -60,33 +87,42 @@ def clipped_surrogate_loss(advantages: th.Tensor, ratio: th.Tensor, clip_range: 
     :param advantages: Advantages, shape ``(batch,)``
     :param ratio: Probability ratio ``pi(a|s) / pi_old(a|s)``, shape ``(batch,)``
     :param clip_range: The clipping parameter ``eps``
+    :param mask: Valid entries (``None``: all)
     :return: Scalar loss
     """
+    if mask is not None:
+        advantages, ratio = advantages[mask], ratio[mask]
     policy_loss_1 = advantages * ratio
     policy_loss_2 = advantages * th.clamp(ratio, 1 - clip_range, 1 + clip_range)
     return -th.min(policy_loss_1, policy_loss_2).mean()
 
 
-def clip_fraction(ratio: th.Tensor, clip_range: float) -> th.Tensor:
+def clip_fraction(ratio: th.Tensor, clip_range: float, mask: th.Tensor | None = None) -> th.Tensor:
     """
     Fraction of samples whose ratio lies outside ``[1 - clip_range, 1 + clip_range]``.
 
     :param ratio: Probability ratio, shape ``(batch,)``
     :param clip_range: The clipping parameter
+    :param mask: Valid entries (``None``: all)
     :return: Scalar in ``[0, 1]``
     """
+    if mask is not None:
+        ratio = ratio[mask]
     return th.mean((th.abs(ratio - 1) > clip_range).float())
 
 
-def approx_kl(log_ratio: th.Tensor) -> th.Tensor:
+def approx_kl(log_ratio: th.Tensor, mask: th.Tensor | None = None) -> th.Tensor:
     """
     Unbiased, low-variance estimator of ``KL(pi_old || pi)``: ``mean((r - 1) - log r)``.
 
     See http://joschu.net/blog/kl-approx.html (the "k3" estimator) and SB3 issue #417.
 
     :param log_ratio: ``log pi(a|s) - log pi_old(a|s)``, shape ``(batch,)``
+    :param mask: Valid entries (``None``: all)
     :return: Scalar, non-negative up to rounding
     """
+    if mask is not None:
+        log_ratio = log_ratio[mask]
     return th.mean((th.exp(log_ratio) - 1) - log_ratio)
 
 
@@ -106,7 +142,13 @@ class _FusedValueLoss(th.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, values: th.Tensor, old_values: th.Tensor, returns: th.Tensor, kind: str, clip: float | None, delta: float
+        ctx: Any,
+        values: th.Tensor,
+        old_values: th.Tensor,
+        returns: th.Tensor,
+        kind: str,
+        clip: float | None,
+        delta: float,
     ) -> th.Tensor:
         error = values - returns
         slope: th.Tensor | None = None
@@ -143,6 +185,7 @@ def value_loss(
     kind: ValueLossKind = "mse",
     clip_range_vf: float | None = None,
     huber_delta: float = 1.0,
+    mask: th.Tensor | None = None,
 ) -> th.Tensor:
     """
     The critic's loss against its regression targets.
@@ -165,10 +208,16 @@ def value_loss(
     :param kind: One of :data:`VALUE_LOSSES`
     :param clip_range_vf: Value clipping size, or ``None`` for no clipping
     :param huber_delta: Where the Huber loss turns from quadratic to linear
+    :param mask: Valid entries (``None``: all)
     :return: Scalar loss
     """
     if kind not in VALUE_LOSSES:
         raise ValueError(f"`value_loss` must be one of {VALUE_LOSSES}, got {kind!r}")
+    if mask is not None:
+        values, old_values, returns = values[mask], old_values[mask], returns[mask]
+        if kind == "mse" and clip_range_vf is None:
+            # RecurrentPPO's ``mean(((R - v) ** 2)[mask])``, bit for bit.
+            return th.mean((returns - values) ** 2)
     if kind == "mse" and clip_range_vf is None:
         # Exactly SB3's ``F.mse_loss(returns, values_pred)``, bit for bit.
         return F.mse_loss(returns, values)
