@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-wheel docs bench bench-quick bench-health bench-soak bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-health bench-soak bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -42,7 +42,7 @@ tune: $(STAMP)
 
 # Everything CI runs. pytest starts PostgreSQL itself where it can (.ci/with-postgres) and says at the
 # end when it had to skip the shared-study test.
-test: lint type docs pytest test-sb3 test-wheel
+test: lint type docs pytest test-sb3 test-contrib test-wheel
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -78,6 +78,19 @@ test-sb3: $(STAMP)
 	  tar -xzf .cache/sb3/stable_baselines3-$(SB3_VERSION).tar.gz -C .cache/sb3; }
 	cd $(SB3_SRC)/tests && PYTHONPATH=$(CURDIR)/.ci $(abspath $(PY)) -m pytest -q -n 2 -p sb3_upstream_plugin \
 	  --ignore=test_utils.py -k "PPO and not A2C"
+
+# sb3-contrib's own tests of RecurrentPPO and MaskablePPO, from its PyPI source distribution at the
+# installed version, with SafeRecurrentPPO and SafeMaskablePPO patched in before the test modules
+# import (see .ci/contrib_upstream_plugin.py); other algorithms' cases are deselected.
+CONTRIB_VERSION = $(shell $(PY) -c "import sb3_contrib; print(sb3_contrib.__version__)")
+CONTRIB_SRC = .cache/sb3/sb3_contrib-$(CONTRIB_VERSION)
+CONTRIB_TESTS = test_lstm.py test_invalid_actions.py test_cnn.py test_run.py test_deterministic.py test_train_eval_mode.py
+test-contrib: $(STAMP)
+	@test -d $(CONTRIB_SRC)/tests || { mkdir -p .cache/sb3 && \
+	  $(PY) -m pip download --quiet --no-deps --no-binary :all: -d .cache/sb3 "sb3-contrib==$(CONTRIB_VERSION)" && \
+	  tar -xzf .cache/sb3/sb3_contrib-$(CONTRIB_VERSION).tar.gz -C .cache/sb3; }
+	cd $(CONTRIB_SRC)/tests && PYTHONPATH=$(CURDIR)/.ci $(abspath $(PY)) -m pytest -q -n 2 -p contrib_upstream_plugin \
+	  $(CONTRIB_TESTS)
 
 bench-soak: $(STAMP)
 	$(PY) benchmarks/soak.py $(ARGS)

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import gymnasium as gym
-from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 from sb3_safe.callbacks import HealthMonitorCallback, NonFiniteGuardCallback, RollbackCallback
@@ -41,7 +41,7 @@ class BuiltRun:
     venv: VecEnv
     #: One evaluation environment: true rewards, observation statistics synced from ``venv``
     eval_env: VecEnv
-    model: PPO
+    model: OnPolicyAlgorithm
     #: The step count the model starts from (the checkpoint's when resuming, else 0)
     start_timesteps: int = 0
     #: What resuming under this profile changed, in words (empty for a new run)
@@ -153,7 +153,7 @@ def build_run(
     return BuiltRun(config, venv, eval_env, model, start, [] if saved is None else saved.changes)
 
 
-def _model(config: TrainConfig, venv: VecEnv, seed: int, device: str, saved: SavedModel | None) -> PPO:
+def _model(config: TrainConfig, venv: VecEnv, seed: int, device: str, saved: SavedModel | None) -> OnPolicyAlgorithm:
     if saved is not None:
         return build_resumed(config, saved, venv, seed, device)
     try:

@@ -26,11 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import PPO
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn, optim
 
 from sb3_safe.callbacks import MonitorOptions, RollbackOptions
+from sb3_safe.contrib import SafeMaskablePPO, SafeRecurrentPPO
 from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.health import Thresholds
 from sb3_safe.options import OptionError, check_mapping
@@ -65,7 +68,15 @@ PROFILE_DIRS: list[Path] = [
     *([Path(os.environ["SB3_SAFE_HYPERPARAMS"])] if os.environ.get("SB3_SAFE_HYPERPARAMS") else []),
 ]
 
-ALGOS: dict[str, type[PPO]] = {"safe_ppo": SafePPO, "ppo": PPO}
+#: ``algo:`` -> algorithm class: sb3-safe's classes and the SB3 / sb3-contrib classes they extend.
+ALGOS: dict[str, type[OnPolicyAlgorithm]] = {
+    "safe_ppo": SafePPO,
+    "ppo": PPO,
+    "safe_recurrent_ppo": SafeRecurrentPPO,
+    "recurrent_ppo": RecurrentPPO,
+    "safe_maskable_ppo": SafeMaskablePPO,
+    "maskable_ppo": MaskablePPO,
+}
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -125,7 +136,11 @@ def _run(kind: str, doc: str, **kwargs: Any) -> Spec:
 
 SCHEMA: dict[str, Spec] = {
     # -- the run
-    "algo": _run("choice", "safe_ppo (sb3_safe.SafePPO) or ppo (plain SB3 PPO)", choices=tuple(ALGOS)),
+    "algo": _run(
+        "choice",
+        "safe_ppo, safe_recurrent_ppo, safe_maskable_ppo (sb3-safe) or ppo, recurrent_ppo, maskable_ppo (SB3, sb3-contrib)",
+        choices=tuple(ALGOS),
+    ),
     "n_timesteps": _run("int", "environment steps to train for", low=1),
     "n_envs": _run("int", "parallel environment copies", low=1),
     "normalize": _run("normalize", "VecNormalize: true, false, or a mapping of its arguments"),
@@ -139,7 +154,11 @@ SCHEMA: dict[str, Spec] = {
     ),
     "guard": _run("bool", "NonFiniteGuardCallback: zero NaN/inf observations and rewards (always on with rollback)"),
     # -- SB3's PPO
-    "policy": Spec("choice", "policy alias", choices=("MlpPolicy", "CnnPolicy", "MultiInputPolicy")),
+    "policy": Spec(
+        "choice",
+        "policy alias (the Lstm ones for recurrent algorithms)",
+        choices=("MlpPolicy", "CnnPolicy", "MultiInputPolicy", "MlpLstmPolicy", "CnnLstmPolicy", "MultiInputLstmPolicy"),
+    ),
     "policy_kwargs": Spec("policy_kwargs", "policy arguments (mapping, or the zoo's dict(...) string)"),
     "learning_rate": Spec("schedule", "actor learning rate (float or lin_<float>)", low=0, low_open=True),
     "n_steps": Spec("int", "steps per environment per rollout", low=1),
@@ -188,6 +207,11 @@ POLICY_KWARGS: dict[str, str] = {
     "normalize_images": "bool",
     "optimizer_class": "one of " + ", ".join(OPTIMIZERS),
     "optimizer_kwargs": "mapping of optimizer arguments, e.g. {eps: 1e-5}",
+    # sb3-contrib's recurrent policies
+    "lstm_hidden_size": "int >= 1 (recurrent policies)",
+    "n_lstm_layers": "int >= 1 (recurrent policies)",
+    "shared_lstm": "bool (recurrent policies)",
+    "enable_critic_lstm": "bool (recurrent policies)",
 }
 
 
@@ -212,7 +236,7 @@ class TrainConfig:
         return str(self.values.get("algo", "safe_ppo"))
 
     @property
-    def algorithm_class(self) -> type[PPO]:
+    def algorithm_class(self) -> type[OnPolicyAlgorithm]:
         return ALGOS[self.algo]
 
     @property
@@ -298,7 +322,9 @@ def algorithm_defaults(algo: str) -> Mapping[str, Any]:
     :param algo: A key of :data:`ALGOS`
     :return: Profile key -> default
     """
-    classes: list[type[PPO]] = [ALGOS[algo], PPO]
+    # Every class of the algorithm's lineage that defines its own constructor, base first: a
+    # subclass that passes arguments on as **kwargs does not repeat their defaults.
+    classes = [cls for cls in ALGOS[algo].__mro__ if isinstance(cls, type) and "__init__" in vars(cls) and cls is not object]
     defaults: dict[str, Any] = {"policy": "MlpPolicy"}
     for cls in reversed(classes):
         for name, param in inspect.signature(cls).parameters.items():
@@ -459,8 +485,29 @@ def _unknown_key(where: str, prefix: str, key: str, allowed: Iterable[str]) -> C
     )
 
 
+_LSTM_KWARGS = ("lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm")
+
+
 def _check_consistency(values: Mapping[str, Any], where: str) -> None:
-    defaults = algorithm_defaults(values.get("algo", "safe_ppo"))
+    algo = values.get("algo", "safe_ppo")
+    defaults = algorithm_defaults(algo)
+    policy = values.get("policy", "MlpPolicy")
+    recurrent = "recurrent" in algo
+    if recurrent != ("Lstm" in policy):
+        wanted = (
+            "MlpLstmPolicy (or CnnLstmPolicy, MultiInputLstmPolicy)"
+            if recurrent
+            else "MlpPolicy (or CnnPolicy, MultiInputPolicy)"
+        )
+        raise ConfigError(f"{where}: `policy` = {policy!r} does not go with algo: {algo}. Use policy: {wanted}")
+    lstm_keys = sorted(
+        {"lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm"} & set(values.get("policy_kwargs", {}))
+    )
+    if lstm_keys and not recurrent:
+        raise ConfigError(
+            f"{where}: `policy_kwargs.{lstm_keys[0]}` is for recurrent policies; algo: {algo} has none. "
+            "Use algo: safe_recurrent_ppo with policy: MlpLstmPolicy, or remove it"
+        )
     n_envs = values.get("n_envs", 1)
     n_steps = values.get("n_steps", defaults["n_steps"])
     batch_size = values.get("batch_size", defaults["batch_size"])
@@ -625,6 +672,10 @@ def _check_policy_kwargs(_key: str, _spec: Spec, value: Any, where: str) -> dict
             if name is None:
                 raise ConfigError(f"{bad}.{did_you_mean(str(item).lower(), table)}")
             out[key] = name
+        elif key in ("lstm_hidden_size", "n_lstm_layers"):
+            if not isinstance(item, int) or isinstance(item, bool) or item < 1:
+                raise bad
+            out[key] = item
         elif key == "log_std_init":
             out[key] = _number(f"policy_kwargs.{key}", item, where, Spec("float", expected))
         elif key == "optimizer_kwargs":

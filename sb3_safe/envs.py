@@ -11,6 +11,7 @@ import gymnasium as gym
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv, VecFrameStack, VecNormalize
 
+from sb3_safe import tasks  # noqa: F401 - registers the partially observed and masked environments
 from sb3_safe.config import TrainConfig
 from sb3_safe.errors import CheckpointError, ConfigError, did_you_mean
 

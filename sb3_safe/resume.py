@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch as th
-from stable_baselines3 import PPO
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
@@ -205,7 +205,7 @@ def _trained_flags(saved: SavedModel) -> tuple[bool, bool]:
         ) from None
 
 
-def build_resumed(config: TrainConfig, saved: SavedModel, venv: VecEnv, seed: int, device: str) -> PPO:
+def build_resumed(config: TrainConfig, saved: SavedModel, venv: VecEnv, seed: int, device: str) -> OnPolicyAlgorithm:
     """
     Build the profile's model on ``venv`` and put the checkpoint's state into it.
 
@@ -259,7 +259,7 @@ def _check_use_sde(config: TrainConfig, saved: SavedModel) -> None:
         )
 
 
-def _check_activation(config: TrainConfig, saved: SavedModel, model: PPO) -> None:
+def _check_activation(config: TrainConfig, saved: SavedModel, model: OnPolicyAlgorithm) -> None:
     trained = saved.data.get("policy_kwargs", {}).get("activation_fn", nn.Tanh)
     wanted = getattr(model.policy, "activation_fn", trained)
     if trained is not wanted:
@@ -279,7 +279,7 @@ def _kwargs_text(saved: SavedModel) -> str:
     return "{" + ", ".join(parts) + "}"
 
 
-def _policy_state(saved: SavedModel, model: PPO) -> dict[str, th.Tensor]:
+def _policy_state(saved: SavedModel, model: OnPolicyAlgorithm) -> dict[str, th.Tensor]:
     """The checkpoint's policy weights, with the value statistics switched to what ``model`` has."""
     state = dict(saved.params["policy"])
     normalizer = getattr(model, "value_normalizer", None)
@@ -311,7 +311,7 @@ def _policy_state(saved: SavedModel, model: PPO) -> dict[str, th.Tensor]:
     return state
 
 
-def _head_keys(model: PPO) -> tuple[str, str]:
+def _head_keys(model: OnPolicyAlgorithm) -> tuple[str, str]:
     head = getattr(model.policy, "value_net", None)
     if not isinstance(head, nn.Linear):
         raise CheckpointError(
@@ -321,7 +321,7 @@ def _head_keys(model: PPO) -> tuple[str, str]:
     return "value_net.weight", "value_net.bias"
 
 
-def _check_shapes(config: TrainConfig, saved: SavedModel, state: Mapping[str, th.Tensor], model: PPO) -> None:
+def _check_shapes(config: TrainConfig, saved: SavedModel, state: Mapping[str, th.Tensor], model: OnPolicyAlgorithm) -> None:
     expected = model.policy.state_dict()
     for key in sorted(set(expected) | set(state)):
         ours, theirs = expected.get(key), state.get(key)
@@ -338,7 +338,7 @@ def _check_shapes(config: TrainConfig, saved: SavedModel, state: Mapping[str, th
         )
 
 
-def _parameter_order(model: PPO, separate_critic: bool) -> list[str]:
+def _parameter_order(model: OnPolicyAlgorithm, separate_critic: bool) -> list[str]:
     """Parameter names in the order an optimizer built by (Safe)PPO numbers them."""
     names = [name for name, _ in model.policy.named_parameters()]
     if not separate_critic or not hasattr(model, "_critic_parameters"):
@@ -348,7 +348,7 @@ def _parameter_order(model: PPO, separate_critic: bool) -> list[str]:
     return [n for n in names if n not in critic] + [n for n in names if n in critic]
 
 
-def _carry_optimizer(saved: SavedModel, model: PPO) -> None:
+def _carry_optimizer(saved: SavedModel, model: OnPolicyAlgorithm) -> None:
     """Move each parameter's optimizer state into the model's groups."""
     old = saved.params.get("policy.optimizer")
     optimizer = model.policy.optimizer
@@ -405,7 +405,7 @@ def _describe(value: Any) -> str:
     return str(value)
 
 
-def _report_hyperparameters(saved: SavedModel, model: PPO) -> None:
+def _report_hyperparameters(saved: SavedModel, model: OnPolicyAlgorithm) -> None:
     for key in _REPORTED:
         if key not in saved.data or not hasattr(model, key):
             continue
@@ -421,7 +421,7 @@ def _report_hyperparameters(saved: SavedModel, model: PPO) -> None:
             saved.changes.append(f"policy_kwargs.{key} ignored: it sets initial values, the checkpoint's weights are kept")
 
 
-def predict_values(model: PPO, observations: np.ndarray) -> np.ndarray:
+def predict_values(model: OnPolicyAlgorithm, observations: np.ndarray) -> np.ndarray:
     """:return: The model's value predictions (true scale) for a batch of observations"""
     with th.no_grad():
         obs, _ = model.policy.obs_to_tensor(observations)

@@ -23,6 +23,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import Logger, make_output_format
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
 
 import sb3_safe
@@ -49,7 +50,7 @@ class TrainResult:
     """What a finished training run left behind."""
 
     run_dir: Path
-    model: PPO
+    model: OnPolicyAlgorithm
     num_timesteps: int
     eval_mean: float
     eval_std: float
@@ -358,7 +359,7 @@ def _resume_monitor(monitor: HealthMonitorCallback, checkpoint: Path) -> None:
         ) from None
 
 
-def _evaluate(model: PPO, venv: VecEnv, episodes: int, deterministic: bool) -> tuple[float, float]:
+def _evaluate(model: OnPolicyAlgorithm, venv: VecEnv, episodes: int, deterministic: bool) -> tuple[float, float]:
     mean, std = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=deterministic)
     assert isinstance(mean, float) and isinstance(std, float)
     return mean, std
