@@ -289,6 +289,10 @@ class TrainConfig:
                 kwargs[key] = _build_schedule(value)
             elif spec.kind == "policy_kwargs":
                 kwargs[key] = _build_policy_kwargs(value)
+                if "maskable" in self.algo:
+                    # MaskablePPO's policy takes no Gaussian settings (its actions are discrete):
+                    # a default such as the safe profile's log_std_init does not apply to it.
+                    kwargs[key] = {k: v for k, v in kwargs[key].items() if k not in _GAUSSIAN_KWARGS}
             else:
                 kwargs[key] = value
         return kwargs
@@ -466,13 +470,17 @@ def _validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, 
         if spec is None:
             raise _unknown_key(where, "", key, SCHEMA)
         values[key] = _check(key, spec, value, where)
+    if "algo" not in values and "Lstm" in str(values.get("policy", "")):
+        values["algo"] = "recurrent_ppo"  # rl-zoo's ppo_lstm.yml names no algorithm: its file does
     algo = values.get("algo", "safe_ppo")
-    if algo == "ppo":
+    if not algo.startswith("safe_"):
         safe_keys = [key for key in values if SCHEMA[key].safe_only]
         if safe_keys:
             raise ConfigError(
-                f"{where}: `{safe_keys[0]}` is a SafePPO option but `algo` is ppo. Remove it or set algo: safe_ppo"
+                f"{where}: `{safe_keys[0]}` is an sb3-safe option but `algo` is {algo}. Remove it or set algo: safe_{algo}"
             )
+    if "maskable" in algo and values.get("use_sde"):
+        raise ConfigError(f"{where}: `use_sde` = true but algo: {algo} has no gSDE (MaskablePPO). Remove it")
     _check_consistency(values, where)
     return values
 
@@ -485,6 +493,7 @@ def _unknown_key(where: str, prefix: str, key: str, allowed: Iterable[str]) -> C
     )
 
 
+_GAUSSIAN_KWARGS = ("log_std_init", "full_std", "use_expln", "squash_output")
 _LSTM_KWARGS = ("lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm")
 
 

@@ -70,11 +70,12 @@ class MaskedMaze(gym.Env[np.ndarray, np.int64]):
     :param wall_fraction: Share of the cells that are walls
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - Gymnasium declares it an instance attribute
+    metadata = {"render_modes": ["rgb_array"]}  # noqa: RUF012 - Gymnasium declares it an instance attribute
     MOVES = ((-1, 0), (1, 0), (0, -1), (0, 1))
 
-    def __init__(self, size: int = 6, wall_fraction: float = 0.25) -> None:
+    def __init__(self, size: int = 6, wall_fraction: float = 0.25, render_mode: str | None = None) -> None:
         super().__init__()
+        self.render_mode = render_mode
         self.size = size
         self.wall_fraction = wall_fraction
         self.observation_space = spaces.Box(0.0, 1.0, shape=(2 * size * size,), dtype=np.float32)
@@ -133,6 +134,14 @@ class MaskedMaze(gym.Env[np.ndarray, np.int64]):
         goal = self.position == (self.size - 1, self.size - 1)
         reward = 1.0 if goal else -0.01
         return self._observation(), reward, goal, self.steps >= self.max_steps and not goal, {}
+
+    def render(self) -> np.ndarray:
+        """:return: The maze as an RGB image, 8 pixels per cell (walls black, agent blue, goal green)"""
+        image = np.full((self.size, self.size, 3), 255, dtype=np.uint8)
+        image[self.walls] = 0
+        image[-1, -1] = (0, 160, 0)
+        image[self.position] = (0, 0, 255)
+        return np.kron(image, np.ones((8, 8, 1), dtype=np.uint8))
 
     def _observation(self) -> np.ndarray:
         agent = np.zeros((self.size, self.size), dtype=np.float32)

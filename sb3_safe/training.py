@@ -19,7 +19,6 @@ import gymnasium as gym
 import numpy as np
 import stable_baselines3
 import torch as th
-from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from stable_baselines3.common.evaluation import evaluate_policy
 from stable_baselines3.common.logger import Logger, make_output_format
@@ -126,7 +125,7 @@ class _SaveBest(BaseCallback):
         self.path = path
 
     def _on_step(self) -> bool:
-        assert isinstance(self.model, PPO)
+        assert isinstance(self.model, OnPolicyAlgorithm)
         save_with_stats(self.model, self.path)
         return True
 
@@ -274,7 +273,7 @@ def _train_into(
             state=None if safety.monitor is None else _monitor_state(safety),
             protect=None if safety.rollback is None else _healthy_step(safety.rollback, folder),
         ),
-        EvalCallback(
+        _eval_callback_class(model)(
             built.eval_env,
             callback_on_new_best=_SaveBest(folder.best_model),
             n_eval_episodes=n_eval_episodes,
@@ -359,8 +358,30 @@ def _resume_monitor(monitor: HealthMonitorCallback, checkpoint: Path) -> None:
         ) from None
 
 
+def _masked(model: OnPolicyAlgorithm) -> bool:
+    """Whether the model acts with invalid-action masks (sb3-contrib's MaskablePPO and SafeMaskablePPO)."""
+    from sb3_contrib import MaskablePPO
+
+    return isinstance(model, MaskablePPO)
+
+
+def _eval_callback_class(model: OnPolicyAlgorithm) -> type[EvalCallback]:
+    """SB3's EvalCallback, or sb3-contrib's MaskableEvalCallback, which passes the masks to ``predict``."""
+    if _masked(model):
+        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
+
+        return MaskableEvalCallback
+    return EvalCallback
+
+
 def _evaluate(model: OnPolicyAlgorithm, venv: VecEnv, episodes: int, deterministic: bool) -> tuple[float, float]:
-    mean, std = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=deterministic)
+    # SB3's evaluate_policy threads a recurrent policy's LSTM states; masks need sb3-contrib's.
+    if _masked(model):
+        from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_masked
+
+        mean, std = evaluate_masked(model, venv, n_eval_episodes=episodes, deterministic=deterministic)  # type: ignore[arg-type]
+    else:
+        mean, std = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=deterministic)
     assert isinstance(mean, float) and isinstance(std, float)
     return mean, std
 
