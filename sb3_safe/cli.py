@@ -294,7 +294,7 @@ def _recover(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def _tune(args: argparse.Namespace) -> int:
     import optuna
 
-    from sb3_safe.config import parse_overrides
+    from sb3_safe.config import load_config, parse_overrides
     from sb3_safe.envs import check_env_id
     from sb3_safe.tuning import ObjectiveSettings, TuneSettings, load_space, run_tuning
     from sb3_safe.tuning.report import write_report
@@ -327,7 +327,8 @@ def _tune(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat,
     )
     study = run_tuning(settings)
-    for line in write_report(study, settings, load_space(args.space)):
+    algo = load_config(args.profile, args.env, settings.overrides).algo
+    for line in write_report(study, settings, load_space(args.space, algo)):
         print(line)
     return 0
 

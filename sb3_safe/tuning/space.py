@@ -28,10 +28,16 @@ import yaml
 from sb3_safe.config import BUNDLED_HYPERPARAMS, POLICY_KWARGS, SCHEMA
 from sb3_safe.errors import ConfigError, did_you_mean
 
-__all__ = ["DEFAULT_SPACE", "Param", "SearchSpace", "load_space"]
+__all__ = ["DEFAULT_SPACE", "Param", "SearchSpace", "default_space", "load_space"]
 
 #: The search space shipped with sb3-safe (``hyperparams/spaces/safe_ppo.yml`` in the repository).
 DEFAULT_SPACE = BUNDLED_HYPERPARAMS / "spaces" / "safe_ppo.yml"
+
+
+def default_space(algo: str = "safe_ppo") -> Path:
+    """:return: The shipped space for ``algo`` (``spaces/<algo>.yml``; ``safe_ppo.yml`` when it has none)"""
+    own = BUNDLED_HYPERPARAMS / "spaces" / f"{algo}.yml"
+    return own if own.is_file() else DEFAULT_SPACE
 KINDS = ("loguniform", "uniform", "int", "categorical", "one_minus_loguniform")
 LIMITS = {"max_grad_steps_per_env_step": "gradient steps per environment step, n_epochs / batch_size"}
 
@@ -158,12 +164,13 @@ def _param(source: Path, key: str, spec: Any) -> Param:
     return Param(key, kind, low, high, log=bool(spec.get("log", False)))
 
 
-def load_space(path: Path | None = None) -> SearchSpace:
+def load_space(path: Path | None = None, algo: str = "safe_ppo") -> SearchSpace:
     """
-    :param path: A search-space YAML file (default: :data:`DEFAULT_SPACE`)
+    :param path: A search-space YAML file (default: the shipped space for ``algo``, :func:`default_space`)
+    :param algo: The profile's algorithm
     :return: The validated space
     """
-    source = path or DEFAULT_SPACE
+    source = path or default_space(algo)
     try:
         data = yaml.safe_load(source.read_text())
     except OSError as error:

@@ -185,7 +185,7 @@ def run_worker(settings: TuneSettings) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(settings)
     base = load_config(settings.profile, settings.env_id, settings.overrides)
-    objective = TrialObjective(base, load_space(settings.space), settings.objective)
+    objective = TrialObjective(base, load_space(settings.space, base.algo), settings.objective)
     if counted_trials(study) >= settings.trials:
         return
     study.optimize(
@@ -212,13 +212,13 @@ def run_tuning(settings: TuneSettings) -> optuna.Study:
 
     :return: The study, reloaded after the workers finished
     """
-    load_space(settings.space)
     base = load_config(settings.profile, settings.env_id, settings.overrides)
-    if base.algo == "ppo":
-        safe_keys = [p.key for p in load_space(settings.space).params if p.key in SCHEMA and SCHEMA[p.key].safe_only]
+    space = load_space(settings.space, base.algo)
+    if not base.algo.startswith("safe_"):
+        safe_keys = [p.key for p in space.params if p.key in SCHEMA and SCHEMA[p.key].safe_only]
         if safe_keys:
             raise ConfigError(
-                f"the search space has SafePPO-only `{safe_keys[0]}` but the profile's algo is ppo; pass --space"
+                f"the search space has sb3-safe-only `{safe_keys[0]}` but the profile's algo is {base.algo}; pass --space"
             )
     study = open_study(settings)
     if settings.workers <= 1:
