@@ -46,6 +46,7 @@ class MaskVelocity(gym.ObservationWrapper[np.ndarray, Any, np.ndarray]):
         self.mask[list(indices)] = 0.0
 
     def observation(self, observation: np.ndarray) -> np.ndarray:
+        """:return: The observation with its velocities set to zero"""
         return (observation * self.mask).astype(observation.dtype)
 
 
@@ -86,6 +87,7 @@ class MaskedMaze(gym.Env[np.ndarray, np.int64]):
         self.steps = 0
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw a new maze with a path from the start corner to the goal corner."""
         super().reset(seed=seed)
         while True:
             walls = self.np_random.random((self.size, self.size)) < self.wall_fraction
@@ -127,6 +129,7 @@ class MaskedMaze(gym.Env[np.ndarray, np.int64]):
         return np.array([self._target(a) is not None for a in range(4)], dtype=bool)
 
     def step(self, action: np.int64) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        """Move (an invalid move stays put); +1 and the end at the goal, -0.01 otherwise."""
         target = self._target(int(action))
         if target is not None:
             self.position = target

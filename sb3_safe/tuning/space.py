@@ -38,6 +38,8 @@ def default_space(algo: str = "safe_ppo") -> Path:
     """:return: The shipped space for ``algo`` (``spaces/<algo>.yml``; ``safe_ppo.yml`` when it has none)"""
     own = BUNDLED_HYPERPARAMS / "spaces" / f"{algo}.yml"
     return own if own.is_file() else DEFAULT_SPACE
+
+
 KINDS = ("loguniform", "uniform", "int", "categorical", "one_minus_loguniform")
 LIMITS = {"max_grad_steps_per_env_step": "gradient steps per environment step, n_epochs / batch_size"}
 
