@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-health bench-soak bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-calibration bench-health bench-soak bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -94,6 +94,10 @@ test-contrib: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(PY) benchmarks/soak.py $(ARGS)
+
+# The detectors against the benchmark's own evaluation rule, over a folder of finished runs.
+bench-calibration: $(STAMP)
+	$(PY) benchmarks/calibration.py $(or $(ARGS),bench-results/full)
 
 bench-health: $(STAMP)
 	$(PY) benchmarks/health.py $(ARGS)

@@ -32,7 +32,7 @@ from sb3_safe.health import Finding, Thresholds
 from sb3_safe.runs import RunFolder, list_checkpoints
 from sb3_safe.training import TrainResult, train
 
-__all__ = ["Trouble", "choose_checkpoint", "find_checkpoints", "find_trouble", "recover"]
+__all__ = ["Trouble", "choose_checkpoint", "find_checkpoints", "find_trouble", "recover", "run_thresholds"]
 
 _ANY_CHECKPOINT = re.compile(r".*_(\d+)_steps\.zip")
 # Trouble codes of runs that ended early without a critical finding.
@@ -57,7 +57,7 @@ class Trouble:
         return f"{self.code} {began} ({self.message.rstrip('.')})"
 
 
-def _thresholds(folder: RunFolder) -> Thresholds | None:
+def run_thresholds(folder: RunFolder) -> Thresholds | None:
     """The run's own health thresholds, from its ``config.yml`` (``None``: the defaults)."""
     try:
         _, block, _ = folder.read_config()
@@ -76,7 +76,7 @@ def find_trouble(run: Path) -> Trouble | None:
     :return: The first trouble no rollback dealt with, or ``None`` for a healthy, finished run
     """
     folder = RunFolder(run)
-    diagnosis = diagnose(run, _thresholds(folder))
+    diagnosis = diagnose(run, run_thresholds(folder))
     if diagnosis.unhandled:
         return _trouble(diagnosis.unhandled[0])
     last_step = int(diagnosis.history[-1].get("timesteps", 0)) if diagnosis.history else 0
