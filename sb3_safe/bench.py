@@ -165,7 +165,9 @@ def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int) -> dic
             seed=job.seed,
             run_dir=run_dir,
             eval_freq=max(job.timesteps // n_evaluations, 1),
-            save_freq=job.timesteps,
+            # a checkpoint with every evaluation (pruned by the profile's keep_checkpoints), so that
+            # `sb3-safe recover` has one from before a collapse
+            save_freq=max(job.timesteps // n_evaluations, 1),
             n_eval_episodes=eval_episodes,
             progress_bar=False,
             env_wrapper=wrapper,
