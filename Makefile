@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-calibration bench-health bench-soak bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-calibration bench-health bench-soak bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -94,6 +94,10 @@ test-contrib: $(STAMP)
 
 bench-soak: $(STAMP)
 	$(PY) benchmarks/soak.py $(ARGS)
+
+# The recurrent and masked profiles against sb3-contrib's classes (benchmarks/suites/contrib.yml).
+bench-contrib: $(STAMP)
+	$(BIN)/sb3-safe bench benchmarks/suites/contrib.yml --workers 2 $(ARGS)
 
 # The detectors against the benchmark's own evaluation rule, over a folder of finished runs.
 bench-calibration: $(STAMP)
