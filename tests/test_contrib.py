@@ -14,16 +14,8 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_safe import SafeMaskablePPO, SafeRecurrentPPO
 from sb3_safe.losses import value_loss
+from tests.safe_options import ALL_ON
 
-ALL_ON: dict[str, Any] = dict(
-    value_loss="blend",
-    clip_range_vf=0.2,
-    critic_learning_rate=1e-3,
-    kl_stop="epoch",
-    target_kl=0.02,
-    adv_norm_min_std=0.01,
-    normalize_value=True,
-)
 # Short sequences in a batch smaller than the rollout: the minibatches hold padded slots.
 LSTM: dict[str, Any] = dict(n_steps=32, batch_size=16, n_epochs=2, seed=0, device="cpu")
 LSTM_POLICY = dict(lstm_hidden_size=8, net_arch=[8])

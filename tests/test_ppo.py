@@ -14,18 +14,9 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_safe import SafePPO
+from tests.safe_options import ALL_ON
 
 TINY: dict[str, Any] = dict(n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu", policy_kwargs=dict(net_arch=[16]))
-ALL_ON: dict[str, Any] = dict(
-    value_loss="blend",
-    huber_delta=2.0,
-    clip_range_vf=0.2,
-    critic_learning_rate=1e-3,
-    kl_stop="epoch",
-    target_kl=0.02,
-    adv_norm_min_std=0.01,
-    normalize_value=True,
-)
 
 
 def params(model: PPO) -> dict[str, th.Tensor]:
