@@ -123,3 +123,20 @@ def test_recurrent_rollback_restores_and_training_goes_on(tmp_path: Path):
     assert result.rollback is not None and result.rollback.rollbacks >= 1 and not result.stopped_early
     assert result.num_timesteps >= 1536
     assert all(th.isfinite(p).all() for p in result.model.policy.parameters())
+
+
+def test_recurrent_baseline_checkpoint_resumes_under_safe(tmp_path: Path):
+    """The recovery path for a recurrent run: optimizer groups rebuilt, reward normalization switched on."""
+    from sb3_safe.build import build_run
+
+    baseline = load_config("baseline", "PendulumNoVel-v1", {**TINY_LSTM, "n_timesteps": 256})
+    run = train(baseline, seed=0, runs_root=tmp_path, eval_freq=10_000, save_freq=128, progress_bar=False).run_dir
+    safe = load_config("safe", "PendulumNoVel-v1", {**TINY_LSTM, "n_timesteps": 512})
+    built = build_run(safe, seed=0, checkpoint=run / "checkpoints" / "model_128_steps.zip")
+    assert isinstance(built.model, SafeRecurrentPPO)
+    assert [g["name"] for g in built.model.policy.optimizer.param_groups] == ["actor", "critic"]
+    assert any("optimizer rebuilt with 2 parameter groups" in c for c in built.resume_changes)
+    assert any("reward normalization on" in c for c in built.resume_changes)
+    built.model.learn(128, reset_num_timesteps=False)
+    assert all(th.isfinite(p).all() for p in built.model.policy.parameters())
+    built.close()
