@@ -106,7 +106,7 @@ def error_of(tmp_path: Path, block: str, env_id: str = "Pendulum-v1", overrides:
         ("n_steps: 10.5", "`n_steps` = 10.5 is not a whole number"),
         ("use_sde: yes please", "`use_sde` = 'yes please' is not true or false"),
         ("value_loss: hubr", "`value_loss` = 'hubr' is not allowed. Did you mean 'huber'?"),
-        ("algo: ppo\nvalue_loss: huber", "`value_loss` is a SafePPO option but `algo` is ppo"),
+        ("algo: ppo\nvalue_loss: huber", "`value_loss` is an sb3-safe option but `algo` is ppo"),
         ("policy_kwargs: {activation_fn: relux}", "`policy_kwargs.activation_fn` = 'relux': expected one of tanh"),
         ("policy_kwargs: {net_arh: [64]}", "unknown key `policy_kwargs.net_arh`. Did you mean 'net_arch'?"),
         ("policy_kwargs: {net_arch: [64, -1]}", "`policy_kwargs.net_arch` = [64, -1]: expected list of layer sizes"),
