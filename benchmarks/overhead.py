@@ -1,12 +1,21 @@
 """
-Throughput of SafePPO as a ratio of SB3's PPO, measured interleaved in one process.
+Throughput of the safe classes as a ratio of the classes they extend, measured interleaved in one process.
 
-Setting (SB3's reference figure in shared/REFERENCES.md): Pendulum-v1, 4 envs, n_steps 512,
-batch 64, 10 epochs, one torch thread, CPU. Each round trains PPO, SafePPO with defaults and
-SafePPO with every feature on, in a rotating order, for the same number of steps; each
-ratio is the median over rounds of that round's ratio to PPO. Speed is steps per CPU-second of this process.
+Families (``--family``, default all):
 
-Usage: ``python benchmarks/overhead.py [--rounds N] [--steps N]`` (``make bench-overhead``).
+- ``ppo``: SafePPO against SB3's PPO (SB3's reference figure in shared/REFERENCES.md): Pendulum-v1,
+  4 envs, n_steps 512, batch 64, 10 epochs;
+- ``recurrent``: SafeRecurrentPPO against sb3-contrib's RecurrentPPO: PendulumNoVel-v1, MlpLstmPolicy,
+  4 envs, n_steps 128, batch 128, 4 epochs;
+- ``maskable``: SafeMaskablePPO against sb3-contrib's MaskablePPO: MaskedMaze-v0, 4 envs, n_steps 512,
+  batch 64, 10 epochs.
+
+One torch thread, CPU. Each round trains the base class, the safe class with defaults and with
+every feature on, in a rotating order, for the same number of steps; each figure is the median
+over rounds. Speed is steps per CPU-second of this process.
+
+Usage: ``python benchmarks/overhead.py [--family ppo|recurrent|maskable] [--rounds N] [--steps N]``
+(``make bench-overhead``).
 """
 
 from __future__ import annotations
@@ -17,10 +26,13 @@ import time
 from typing import Any
 
 import torch as th
+from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.env_util import make_vec_env
+from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 
-from sb3_safe import SafePPO
+import sb3_safe.tasks  # noqa: F401 - registers PendulumNoVel-v1 and MaskedMaze-v0
+from sb3_safe import SafeMaskablePPO, SafePPO, SafeRecurrentPPO
 
 COMMON: dict[str, Any] = dict(n_steps=512, batch_size=64, n_epochs=10, device="cpu", seed=0)
 ALL_ON: dict[str, Any] = dict(
@@ -32,16 +44,44 @@ ALL_ON: dict[str, Any] = dict(
     adv_norm_min_std=0.01,
     normalize_value=True,
 )
-CONFIGS: dict[str, tuple[type[PPO], dict[str, Any]]] = {
-    "PPO": (PPO, {}),
-    "SafePPO defaults": (SafePPO, {}),
-    "SafePPO all features": (SafePPO, ALL_ON),
+# family -> (env id, policy, settings, [(name, class, extra kwargs)], steps per run)
+FAMILIES: dict[str, tuple[str, str, dict[str, Any], list[tuple[str, type[OnPolicyAlgorithm], dict[str, Any]]], int]] = {
+    "ppo": (
+        "Pendulum-v1",
+        "MlpPolicy",
+        COMMON,
+        [("PPO", PPO, {}), ("SafePPO defaults", SafePPO, {}), ("SafePPO all features", SafePPO, ALL_ON)],
+        4 * 2048,
+    ),
+    "recurrent": (
+        "PendulumNoVel-v1",
+        "MlpLstmPolicy",
+        dict(n_steps=128, batch_size=128, n_epochs=4, device="cpu", seed=0),
+        [
+            ("RecurrentPPO", RecurrentPPO, {}),
+            ("SafeRecurrentPPO defaults", SafeRecurrentPPO, {}),
+            ("SafeRecurrentPPO all features", SafeRecurrentPPO, ALL_ON),
+        ],
+        4 * 512,
+    ),
+    "maskable": (
+        "MaskedMaze-v0",
+        "MlpPolicy",
+        COMMON,
+        [
+            ("MaskablePPO", MaskablePPO, {}),
+            ("SafeMaskablePPO defaults", SafeMaskablePPO, {}),
+            ("SafeMaskablePPO all features", SafeMaskablePPO, ALL_ON),
+        ],
+        4 * 2048,
+    ),
 }
 
 
-def steps_per_second(cls: type[PPO], kwargs: dict[str, Any], steps: int) -> float:
-    env = make_vec_env("Pendulum-v1", n_envs=4, seed=0)
-    model = cls("MlpPolicy", env, **COMMON, **kwargs)
+def steps_per_second(family: str, cls: type[OnPolicyAlgorithm], kwargs: dict[str, Any], steps: int) -> float:
+    env_id, policy, common, _, _ = FAMILIES[family]
+    env = make_vec_env(env_id, n_envs=4, seed=0)
+    model = cls(policy, env, **common, **kwargs)
     # CPU time of this process (single-threaded: torch has 1 thread, DummyVecEnv steps in-process):
     # steadier than wall time when anything else runs on the machine.
     start = time.process_time()
@@ -51,29 +91,36 @@ def steps_per_second(cls: type[PPO], kwargs: dict[str, Any], steps: int) -> floa
     return model.num_timesteps / elapsed
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--steps", type=int, default=4 * 2048)
-    args = parser.parse_args(argv)
-    th.set_num_threads(1)
-    names = list(CONFIGS)
+def measure(family: str, rounds: int, steps: int | None) -> None:
+    env_id, policy, common, configs, default_steps = FAMILIES[family]
+    steps = steps or default_steps
+    names = [name for name, _, _ in configs]
     results: dict[str, list[float]] = {name: [] for name in names}
-    steps_per_second(PPO, {}, 2048)  # warm-up: imports, allocator, env registration
-    for round_ in range(args.rounds):
-        order = names[round_ % len(names) :] + names[: round_ % len(names)]
-        for name in order:
-            cls, kwargs = CONFIGS[name]
-            results[name].append(steps_per_second(cls, kwargs, args.steps))
-        print(f"round {round_ + 1}/{args.rounds}: " + ", ".join(f"{n} {results[n][-1]:.0f}" for n in names), flush=True)
-    base = statistics.median(results["PPO"])
-    print(
-        f"\nPendulum-v1, 4 envs, n_steps 512, batch 64, 10 epochs, 1 torch thread, {args.rounds} rounds x {args.steps} steps"
-    )
-    print(f"{'config':<22} {'median steps/s':>15} {'ratio to PPO':>13}")
+    steps_per_second(family, configs[0][1], {}, steps // 4)  # warm-up: imports, allocator, env registration
+    for round_ in range(rounds):
+        shift = round_ % len(configs)
+        for name, cls, kwargs in configs[shift:] + configs[:shift]:
+            results[name].append(steps_per_second(family, cls, kwargs, steps))
+        print(f"round {round_ + 1}/{rounds}: " + ", ".join(f"{n} {results[n][-1]:.0f}" for n in names), flush=True)
+    base = statistics.median(results[names[0]])
+    settings = ", ".join(f"{k} {v}" for k, v in common.items() if k not in ("device", "seed"))
+    print(f"\n{env_id}, {policy}, 4 envs, {settings}, 1 torch thread, {rounds} rounds x {steps} steps")
+    print(f"{'config':<30} {'median steps/s':>15} {'ratio to ' + names[0]:>24}")
     for name in names:
         median = statistics.median(results[name])
-        print(f"{name:<22} {median:>15.0f} {median / base:>13.3f}")
+        print(f"{name:<30} {median:>15.0f} {median / base:>24.3f}")
+    print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser.add_argument("--family", choices=sorted(FAMILIES), action="append", help="default: all")
+    parser.add_argument("--rounds", type=int, default=9)
+    parser.add_argument("--steps", type=int, help="steps per run (default: per family)")
+    args = parser.parse_args(argv)
+    th.set_num_threads(1)
+    for family in args.family or list(FAMILIES):
+        measure(family, args.rounds, args.steps)
 
 
 if __name__ == "__main__":
