@@ -110,15 +110,7 @@ def find_checkpoints(run: Path) -> list[tuple[int, Path]]:
     :return: ``(steps, model path)`` of the run's checkpoints, oldest first: sb3-safe's
         ``checkpoints/model_<N>_steps.zip``, or any ``*_<N>_steps.zip`` under a plain SB3 / rl-zoo run
     """
-    own = list_checkpoints(RunFolder(run).checkpoints_dir)
-    if own:
-        return own
-    found = []
-    for path in run.rglob("*_steps.zip"):
-        match = _ANY_CHECKPOINT.fullmatch(path.name)
-        if match is not None:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
+    return list_checkpoints(RunFolder(run).checkpoints_dir) or list_checkpoints(run, "**/*_steps.zip", _ANY_CHECKPOINT)
 
 
 def choose_checkpoint(checkpoints: Sequence[tuple[int, Path]], before: int) -> tuple[int, Path] | None:

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch as th
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.save_util import load_from_zip_file
@@ -419,10 +418,3 @@ def _report_hyperparameters(saved: SavedModel, model: OnPolicyAlgorithm) -> None
     for key in _INIT_ONLY:
         if kwargs.get(key) != profile_kwargs.get(key) and key in profile_kwargs:
             saved.changes.append(f"policy_kwargs.{key} ignored: it sets initial values, the checkpoint's weights are kept")
-
-
-def predict_values(model: OnPolicyAlgorithm, observations: np.ndarray) -> np.ndarray:
-    """:return: The model's value predictions (true scale) for a batch of observations"""
-    with th.no_grad():
-        obs, _ = model.policy.obs_to_tensor(observations)
-        return model.policy.predict_values(obs).cpu().numpy().flatten()

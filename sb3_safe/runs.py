@@ -246,11 +246,18 @@ def checkpoint_path(folder: Path, timesteps: int) -> Path:
     return folder / f"model_{timesteps}_steps.zip"
 
 
-def list_checkpoints(folder: Path) -> list[tuple[int, Path]]:
-    """:return: The checkpoints ``(steps, model path)`` in a folder, oldest first; temporary files are not checkpoints"""
+def list_checkpoints(
+    folder: Path, glob: str = "model_*_steps.zip", name: re.Pattern[str] = _CHECKPOINT
+) -> list[tuple[int, Path]]:
+    """
+    :param folder: Where to look
+    :param glob: Which files to consider (``**/...`` searches below ``folder`` too)
+    :param name: A file name's full pattern, its first group the step count
+    :return: The checkpoints ``(steps, model path)``, oldest first; temporary files are not checkpoints
+    """
     found = []
-    for path in folder.glob("model_*_steps.zip"):
-        match = _CHECKPOINT.fullmatch(path.name)
+    for path in folder.glob(glob):
+        match = name.fullmatch(path.name)
         if match is not None:
             found.append((int(match.group(1)), path))
     return sorted(found)

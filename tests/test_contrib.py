@@ -14,15 +14,11 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 
 from sb3_safe import SafeMaskablePPO, SafeRecurrentPPO
 from sb3_safe.losses import value_loss
-from tests.safe_options import ALL_ON
+from tests.algorithms import ALL_ON, assert_same_parameters, params
 
 # Short sequences in a batch smaller than the rollout: the minibatches hold padded slots.
 LSTM: dict[str, Any] = dict(n_steps=32, batch_size=16, n_epochs=2, seed=0, device="cpu")
 LSTM_POLICY = dict(lstm_hidden_size=8, net_arch=[8])
-
-
-def params(model: BaseAlgorithm) -> dict[str, th.Tensor]:
-    return {k: v.clone() for k, v in model.policy.state_dict().items()}
 
 
 def masked_env() -> InvalidActionEnvDiscrete:
@@ -41,10 +37,7 @@ def test_recurrent_defaults_reproduce_recurrent_ppo_bit_for_bit(env_id: str, pol
         model = cls("MlpLstmPolicy", env_id, policy_kwargs={**LSTM_POLICY, **policy_kwargs}, **LSTM)
         model.learn(96)
         trained.append(params(model))
-    contrib, safe = trained
-    assert contrib.keys() == safe.keys()
-    for name in contrib:
-        assert th.equal(contrib[name], safe[name]), name
+    assert_same_parameters(*trained)
 
 
 def test_maskable_defaults_reproduce_maskable_ppo_bit_for_bit():
@@ -53,9 +46,7 @@ def test_maskable_defaults_reproduce_maskable_ppo_bit_for_bit():
         model = cls("MlpPolicy", masked_env(), n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu")
         model.learn(128)
         trained.append(params(model))
-    contrib, safe = trained
-    for name in contrib:
-        assert th.equal(contrib[name], safe[name]), name
+    assert_same_parameters(*trained)
 
 
 @pytest.mark.parametrize("policy_kwargs", [{}, {"shared_lstm": True, "enable_critic_lstm": False}])

@@ -14,13 +14,9 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.utils import LinearSchedule
 
 from sb3_safe import SafePPO
-from tests.safe_options import ALL_ON
+from tests.algorithms import ALL_ON, assert_same_parameters, params
 
 TINY: dict[str, Any] = dict(n_steps=64, batch_size=32, n_epochs=2, seed=0, device="cpu", policy_kwargs=dict(net_arch=[16]))
-
-
-def params(model: PPO) -> dict[str, th.Tensor]:
-    return {k: v.clone() for k, v in model.policy.state_dict().items()}
 
 
 @pytest.mark.parametrize(
@@ -37,10 +33,7 @@ def test_defaults_reproduce_ppo_bit_for_bit(env_id: str, extra: dict[str, Any]):
         model = cls("MlpPolicy", env_id, **{**TINY, "n_steps": 128, "n_epochs": 3, **extra})
         model.learn(384)
         trained.append(params(model))
-    ppo, safe = trained
-    assert ppo.keys() == safe.keys()
-    for name in ppo:
-        assert th.equal(ppo[name], safe[name]), name
+    assert_same_parameters(*trained)
 
 
 def logged_keys(cls: type[PPO], tmp_path: Path, **kwargs: Any) -> set[str]:

@@ -19,9 +19,10 @@ from sb3_safe.config import load_config
 from sb3_safe.diagnose import diagnose
 from sb3_safe.errors import CheckpointError
 from sb3_safe.recover import choose_checkpoint, find_trouble, recover
-from sb3_safe.resume import predict_values, read_saved
+from sb3_safe.resume import read_saved
 from sb3_safe.training import train
 from sb3_safe.value_norm import ValueNormalizer
+from tests.algorithms import predict_values
 
 SMALL = {"n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}}
 
