@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_SPEC ?= torch==$(TORCH_VERSION)
-EXTRAS ?= dev,docs,plots,envs,tune
+EXTRAS ?= dev,docs,plots,envs,tune,marl
 
 BIN := $(VENV)/bin
 PY := $(BIN)/python
@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-calibration bench-health bench-soak bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-calibration bench-health bench-soak bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -98,6 +98,10 @@ bench-soak: $(STAMP)
 # The recurrent and masked profiles against sb3-contrib's classes (benchmarks/suites/contrib.yml).
 bench-contrib: $(STAMP)
 	$(BIN)/sb3-safe bench benchmarks/suites/contrib.yml --workers 2 $(ARGS)
+
+# Multi-agent: MAPPO (safe, baseline) against SB3 PPO + SuperSuit on two MPE tasks (benchmarks/suites/marl.yml).
+bench-marl: $(STAMP)
+	$(BIN)/sb3-safe bench benchmarks/suites/marl.yml --workers 2 $(ARGS)
 
 # The detectors against the benchmark's own evaluation rule, over a folder of finished runs.
 bench-calibration: $(STAMP)

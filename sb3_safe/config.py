@@ -29,6 +29,7 @@ import yaml
 from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import PPO
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn, optim
 
@@ -36,6 +37,7 @@ from sb3_safe.callbacks import MonitorOptions, RollbackOptions
 from sb3_safe.contrib import SafeMaskablePPO, SafeRecurrentPPO
 from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.health import Thresholds
+from sb3_safe.multiagent.vec_env import PREFIX as PETTINGZOO_PREFIX
 from sb3_safe.options import OptionError, check_mapping
 from sb3_safe.ppo import KL_STOPS, SafePPO
 from sb3_safe.zoo import parse_literal_string, parse_policy_kwargs_string
@@ -153,6 +155,14 @@ SCHEMA: dict[str, Spec] = {
         "int", "keep this many newest checkpoints and spaced-out older ones (null: keep all)", low=1, nullable=True
     ),
     "guard": _run("bool", "NonFiniteGuardCallback: zero NaN/inf observations and rewards (always on with rollback)"),
+    # -- multi-agent (pettingzoo:<module> environments)
+    "centralized_critic": _run("bool", "MAPPO: the critic sees the global state, each actor its own observation"),
+    "agent_id": _run("bool", "append a one-hot agent index to each agent's observation (and to the global state)"),
+    "pettingzoo_adapter": _run(
+        "choice",
+        "sb3_safe (PettingZooVecEnv) or supersuit (SuperSuit's VecEnv as SB3 users build it, for comparison)",
+        choices=("sb3_safe", "supersuit"),
+    ),
     # -- SB3's PPO
     "policy": Spec(
         "choice",
@@ -298,8 +308,18 @@ class TrainConfig:
         return kwargs
 
     @property
-    def policy(self) -> str:
+    def policy(self) -> str | type[ActorCriticPolicy]:
+        """:return: The policy alias, or :class:`~sb3_safe.multiagent.CentralizedCriticPolicy` with ``centralized_critic``"""
+        if self.values.get("centralized_critic"):
+            from sb3_safe.multiagent.policy import CentralizedCriticPolicy
+
+            return CentralizedCriticPolicy
         return str(self.values.get("policy", "MlpPolicy"))
+
+    @property
+    def multiagent(self) -> bool:
+        """Whether the environment is a PettingZoo one (``pettingzoo:<module>``)."""
+        return self.env_id.startswith(PETTINGZOO_PREFIX)
 
     def effective_values(self) -> dict[str, Any]:
         """:return: The block with the algorithm's defaults filled in for keys it does not set"""
@@ -481,8 +501,41 @@ def _validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, 
             )
     if "maskable" in algo and values.get("use_sde"):
         raise ConfigError(f"{where}: `use_sde` = true but algo: {algo} has no gSDE (MaskablePPO). Remove it")
-    _check_consistency(values, where)
+    _check_consistency(values, where, env_id)
+    _check_multiagent(values, where, env_id)
     return values
+
+
+def _check_multiagent(values: Mapping[str, Any], where: str, env_id: str) -> None:
+    keys = [key for key in ("centralized_critic", "agent_id", "pettingzoo_adapter") if values.get(key)]
+    if not env_id.startswith(PETTINGZOO_PREFIX):
+        if keys:
+            raise ConfigError(
+                f"{where}: `{keys[0]}` is for multi-agent environments; {env_id!r} is not one. "
+                "Use --env pettingzoo:<module> (e.g. pettingzoo:mpe2.simple_spread_v3) or remove it"
+            )
+        return
+    algo = values.get("algo", "safe_ppo")
+    if algo not in ("safe_ppo", "ppo"):
+        raise ConfigError(
+            f"{where}: algo: {algo} is not supported on PettingZoo environments (shared-parameter PPO only). "
+            "Use algo: safe_ppo or ppo"
+        )
+    if values.get("centralized_critic") and values.get("policy", "MlpPolicy") != "MlpPolicy":
+        raise ConfigError(
+            f"{where}: `policy` = {values['policy']!r} with centralized_critic: true; the centralized critic builds its "
+            "own actor-critic from MLPs. Use policy: MlpPolicy (policy_kwargs.net_arch sizes both)"
+        )
+    if values.get("pettingzoo_adapter") == "supersuit" and keys[:1] != ["pettingzoo_adapter"]:
+        raise ConfigError(
+            f"{where}: `{keys[0]}` needs pettingzoo_adapter: sb3_safe (SuperSuit's VecEnv has no global state or agent "
+            "index). Remove it or use pettingzoo_adapter: sb3_safe"
+        )
+    if values.get("env_wrapper"):
+        raise ConfigError(
+            f"{where}: `env_wrapper` wraps Gymnasium environments; {env_id!r} is a PettingZoo one. Remove it "
+            "(wrap the environment in its module's parallel_env instead)"
+        )
 
 
 def _unknown_key(where: str, prefix: str, key: str, allowed: Iterable[str]) -> ConfigError:
@@ -497,7 +550,7 @@ _GAUSSIAN_KWARGS = ("log_std_init", "full_std", "use_expln", "squash_output")
 _LSTM_KWARGS = ("lstm_hidden_size", "n_lstm_layers", "shared_lstm", "enable_critic_lstm")
 
 
-def _check_consistency(values: Mapping[str, Any], where: str) -> None:
+def _check_consistency(values: Mapping[str, Any], where: str, env_id: str) -> None:
     algo = values.get("algo", "safe_ppo")
     defaults = algorithm_defaults(algo)
     policy = values.get("policy", "MlpPolicy")
@@ -521,7 +574,8 @@ def _check_consistency(values: Mapping[str, Any], where: str) -> None:
     n_steps = values.get("n_steps", defaults["n_steps"])
     batch_size = values.get("batch_size", defaults["batch_size"])
     rollout = n_steps * n_envs
-    if batch_size > rollout:
+    # (on PettingZoo environments a rollout has a slot per agent: it is larger than n_steps * n_envs)
+    if batch_size > rollout and not env_id.startswith(PETTINGZOO_PREFIX):
         # A soft problem, as in SB3 (which warns): every minibatch is the whole rollout. rl-zoo's
         # tuned MountainCarContinuous-v0 entry relies on it (batch 256, 8-step rollout).
         warnings.warn(

@@ -14,6 +14,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv, VecEnv,
 from sb3_safe import tasks  # noqa: F401 - registers the partially observed and masked environments
 from sb3_safe.config import TrainConfig
 from sb3_safe.errors import CheckpointError, ConfigError, did_you_mean
+from sb3_safe.multiagent.vec_env import PettingZooVecEnv, check_pettingzoo_id, is_pettingzoo, make_parallel_env
 
 __all__ = ["VEC_ENVS", "check_env_id", "load_vec_normalize", "make_env", "make_eval_env", "wrap_normalize"]
 
@@ -27,8 +28,13 @@ def check_env_id(env_id: str) -> None:
     ``package.module:EnvId-v0`` imports ``package.module`` first (Gymnasium's syntax), so a
     package can register its environments on import.
 
+    ``pettingzoo:<module>`` names a PettingZoo environment module (its ``parallel_env``).
+
     :param env_id: The id
     """
+    if is_pettingzoo(env_id):
+        check_pettingzoo_id(env_id)
+        return
     module, sep, name = env_id.rpartition(":")
     if sep:
         try:
@@ -75,6 +81,7 @@ def make_env(
     n_envs: int | None = None,
     vec_env: str = "dummy",
     wrapper: Callable[[gym.Env], gym.Env] | None = None,
+    evaluation: bool = False,
 ) -> VecEnv:
     """
     The training VecEnv: ``n_envs`` Monitor-wrapped copies, the profile's wrappers, frame stacking.
@@ -86,10 +93,15 @@ def make_env(
     :param seed: Seed of the first copy; copy ``i`` gets ``seed + i``
     :param n_envs: Number of copies (default: the profile's)
     :param vec_env: ``dummy`` (one process) or ``subproc`` (one process per copy)
-    :param wrapper: An extra wrapper applied innermost-last (fault injection)
+    :param wrapper: An extra wrapper applied innermost-last (fault injection; on a PettingZoo
+        environment it applies to the first agent, :class:`~sb3_safe.multiagent.wrappers.FirstAgentWrapper`)
+    :param evaluation: For evaluation (a PettingZoo environment then always uses sb3-safe's
+        adapter, which reports team returns)
     :return: The VecEnv
     """
     check_env_id(config.env_id)
+    if config.multiagent:
+        return _make_multiagent_env(config, seed, n_envs or config.n_envs, wrapper, supersuit=not evaluation)
     profile_wrapper = _wrapper(config)
 
     def wrap(env: gym.Env) -> gym.Env:
@@ -108,6 +120,38 @@ def make_env(
         )
     except TypeError as error:
         raise ConfigError(f"{config.where()}: `env_kwargs` {config.env_kwargs} rejected by {config.env_id}: {error}") from None
+    if config.frame_stack:
+        venv = VecFrameStack(venv, config.frame_stack)
+    return venv
+
+
+def _make_multiagent_env(
+    config: TrainConfig, seed: int, n_envs: int, wrapper: Callable[[gym.Env], gym.Env] | None, supersuit: bool
+) -> VecEnv:
+    """
+    ``n_envs`` copies of a PettingZoo environment in one process, a slot per agent, seeded from
+    ``seed``: :class:`~sb3_safe.multiagent.PettingZooVecEnv`, or SuperSuit's stack when the profile
+    says ``pettingzoo_adapter: supersuit`` (training environments only; evaluation always counts
+    team returns through sb3-safe's adapter). A fault ``wrapper`` strikes the first agent.
+    """
+    from sb3_safe.multiagent.wrappers import FirstAgentWrapper
+
+    def make() -> Any:
+        env = make_parallel_env(config.env_id, config.env_kwargs)
+        return env if wrapper is None else FirstAgentWrapper(env, wrapper)
+
+    venv: VecEnv
+    if supersuit and config.values.get("pettingzoo_adapter") == "supersuit":
+        from sb3_safe.multiagent.supersuit import make_supersuit_env
+
+        venv = make_supersuit_env(make, n_envs)
+    else:
+        venv = PettingZooVecEnv(
+            [make] * n_envs,
+            centralized_critic=bool(config.values.get("centralized_critic", False)),
+            agent_id=bool(config.values.get("agent_id", False)),
+        )
+    venv.seed(seed)
     if config.frame_stack:
         venv = VecFrameStack(venv, config.frame_stack)
     return venv
@@ -162,7 +206,7 @@ def make_eval_env(config: TrainConfig, seed: int, *, normalized: bool) -> VecEnv
         are synced from the training env by ``EvalCallback`` or loaded by the caller
     :return: The VecEnv
     """
-    venv = make_env(config, seed, n_envs=1)
+    venv = make_env(config, seed, n_envs=1, evaluation=True)
     if normalized:
         kwargs = config.normalize or {}
         venv = VecNormalize(

@@ -31,6 +31,8 @@ from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
 from sb3_safe.config import TrainConfig, load_config
 from sb3_safe.envs import load_vec_normalize, make_env
 from sb3_safe.errors import CheckpointError, ConfigError, RunFolderError
+from sb3_safe.multiagent import TeamEvalCallback, evaluate_team
+from sb3_safe.multiagent.vec_env import unwrap_pettingzoo
 from sb3_safe.runs import (
     AtomicCheckpointCallback,
     RunFolder,
@@ -273,7 +275,7 @@ def _train_into(
             state=None if safety.monitor is None else _monitor_state(safety),
             protect=None if safety.rollback is None else _healthy_step(safety.rollback, folder),
         ),
-        _eval_callback_class(model)(
+        _eval_callback_class(model, built.eval_env)(
             built.eval_env,
             callback_on_new_best=_SaveBest(folder.best_model),
             n_eval_episodes=n_eval_episodes,
@@ -365,8 +367,13 @@ def _masked(model: OnPolicyAlgorithm) -> bool:
     return isinstance(model, MaskablePPO)
 
 
-def _eval_callback_class(model: OnPolicyAlgorithm) -> type[EvalCallback]:
-    """SB3's EvalCallback, or sb3-contrib's MaskableEvalCallback, which passes the masks to ``predict``."""
+def _eval_callback_class(model: OnPolicyAlgorithm, eval_env: VecEnv) -> type[EvalCallback]:
+    """
+    SB3's EvalCallback; sb3-contrib's MaskableEvalCallback, which passes the masks to ``predict``;
+    or, on a PettingZoo environment, :class:`~sb3_safe.multiagent.TeamEvalCallback` (team returns).
+    """
+    if unwrap_pettingzoo(eval_env) is not None:
+        return TeamEvalCallback
     if _masked(model):
         from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
 
@@ -375,7 +382,11 @@ def _eval_callback_class(model: OnPolicyAlgorithm) -> type[EvalCallback]:
 
 
 def _evaluate(model: OnPolicyAlgorithm, venv: VecEnv, episodes: int, deterministic: bool) -> tuple[float, float]:
-    # SB3's evaluate_policy threads a recurrent policy's LSTM states; masks need sb3-contrib's.
+    # SB3's evaluate_policy threads a recurrent policy's LSTM states; masks need sb3-contrib's;
+    # a multi-agent episode is scored once, by its team return.
+    if unwrap_pettingzoo(venv) is not None:
+        team, _ = evaluate_team(model, venv, episodes, deterministic)
+        return float(np.mean(team)), float(np.std(team))
     if _masked(model):
         from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_masked
 
@@ -413,7 +424,7 @@ def evaluate(
         raise RunFolderError(f"no config.yml beside {str(model_path)!r}: evaluate a model inside an sb3-safe run folder")
     env_id, _, _ = folder.read_config()
     config = load_config(str(folder.config_file), env_id)
-    venv = make_env(config, seed, n_envs=1)
+    venv = make_env(config, seed, n_envs=1, evaluation=True)
     stats = stats_path_for(model_path)
     if stats.is_file():
         venv = load_vec_normalize(stats, venv)

@@ -52,7 +52,7 @@ class NonFiniteGuardCallback(BaseCallback):
         if venv is None:
             return
         stats = {name: getattr(venv, name) for name in _STATS if hasattr(venv, name)}
-        if all(is_finite(rms.mean) and is_finite(rms.var) for rms in stats.values()):
+        if all(_finite_stats(rms) for rms in stats.values()):
             self._saved_stats = copy.deepcopy(stats)
 
     def _on_step(self) -> bool:
@@ -90,7 +90,12 @@ class NonFiniteGuardCallback(BaseCallback):
         if venv is None:
             return
         for name, stats in (self._saved_stats or {}).items():
-            current = getattr(venv, name)
-            if not (is_finite(current.mean) and is_finite(current.var)):
+            if not _finite_stats(getattr(venv, name)):
                 setattr(venv, name, copy.deepcopy(stats))
         venv.returns[~np.isfinite(venv.returns)] = 0.0
+
+
+def _finite_stats(stats: Any) -> bool:
+    """:return: Whether a RunningMeanStd (or the dict of them VecNormalize keeps for Dict observations) is finite"""
+    parts = stats.values() if isinstance(stats, dict) else [stats]
+    return all(is_finite(rms.mean) and is_finite(rms.var) for rms in parts)
