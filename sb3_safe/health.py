@@ -658,9 +658,10 @@ def gain_lost(history: History, value: float, thresholds: Thresholds | None = No
     """
     How much of what training gained in mean episode return ``value`` gives back.
 
-    The gain is the best ``ep_rew_mean`` over the last ``reward_collapse_window`` updates minus
-    the first one (means over fewer than ``reward_collapse_min_episodes`` episodes do not
-    count); 0 is the best level, 1 the starting level.
+    The gain is the best level ``ep_rew_mean`` held for ``reward_collapse_updates`` updates in a
+    row over the last ``reward_collapse_window`` updates, minus the first one (means over fewer
+    than ``reward_collapse_min_episodes`` episodes do not count); 0 is the best level, 1 the
+    starting level.
 
     :param history: Per-update rows with ``ep_rew_mean``
     :param value: A mean episode return to judge
@@ -669,13 +670,27 @@ def gain_lost(history: History, value: float, thresholds: Thresholds | None = No
     """
     t = thresholds or Thresholds()
     history = _as_history(history, t)
-    recent, start = _recent_returns(history, t), history.start_return
-    if start is None or not recent:
+    start = history.start_return
+    if start is None or not _recent_returns(history, t):
         return None
-    gain = max(recent) - start
-    if not _gained(start, max(recent), _return_noise(history, t), t):
+    best = _held_best(history, t)
+    if not _gained(start, best, _return_noise(history, t), t):
         return None
-    return (max(recent) - value) / gain
+    return (best - value) / (best - start)
+
+
+def _held_best(history: HealthHistory, t: Thresholds) -> float:
+    """
+    The best level the mean return held over ``reward_collapse_updates`` updates in a row, in
+    the window: a collapse must last that long, and so must the level it falls from. A one-update
+    spike (an outlier episode in a window that turns over every update, as with many agents'
+    short episodes) is no level to collapse from.
+    """
+    key = ("held", t.reward_collapse_window, t.reward_collapse_min_episodes, t.reward_collapse_updates)
+    if key not in history.cache:
+        recent, n = _recent_returns(history, t), t.reward_collapse_updates
+        history.cache[key] = min(recent) if len(recent) < n else max(min(recent[i : i + n]) for i in range(len(recent) - n + 1))
+    return float(history.cache[key])
 
 
 def _reward_collapse(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
@@ -686,7 +701,7 @@ def _reward_collapse(history: HealthHistory, t: Thresholds, target_kl: float | N
     lost = [fraction for fraction in judged if fraction is not None]
     if len(lost) < len(judged) or min(lost) < t.reward_collapse_fraction:
         return None
-    current, best, start = recent[-1], max(recent), history.start_return
+    current, best, start = recent[-1], _held_best(history, t), history.start_return
     assert start is not None
     return _finding(
         history,

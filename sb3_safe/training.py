@@ -19,11 +19,10 @@ import gymnasium as gym
 import numpy as np
 import stable_baselines3
 import torch as th
-from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
-from stable_baselines3.common.evaluation import evaluate_policy
+from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.logger import Logger, make_output_format
 from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
-from stable_baselines3.common.vec_env import VecEnv, sync_envs_normalization
+from stable_baselines3.common.vec_env import sync_envs_normalization
 
 import sb3_safe
 from sb3_safe.build import BuiltRun, SafetyCallbacks, build_run, safety_callbacks
@@ -31,8 +30,7 @@ from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
 from sb3_safe.config import TrainConfig, load_config
 from sb3_safe.envs import load_vec_normalize, make_env
 from sb3_safe.errors import CheckpointError, ConfigError, RunFolderError
-from sb3_safe.multiagent import TeamEvalCallback, evaluate_team
-from sb3_safe.multiagent.vec_env import unwrap_pettingzoo
+from sb3_safe.evaluation import eval_callback_class, evaluate_model
 from sb3_safe.runs import (
     AtomicCheckpointCallback,
     RunFolder,
@@ -275,7 +273,7 @@ def _train_into(
             state=None if safety.monitor is None else _monitor_state(safety),
             protect=None if safety.rollback is None else _healthy_step(safety.rollback, folder),
         ),
-        _eval_callback_class(model, built.eval_env)(
+        eval_callback_class(model, built.eval_env)(
             built.eval_env,
             callback_on_new_best=_SaveBest(folder.best_model),
             n_eval_episodes=n_eval_episodes,
@@ -301,7 +299,7 @@ def _train_into(
     if built.normalized:
         sync_envs_normalization(built.venv, built.eval_env)
     episodes = max(n_eval_episodes, 10)
-    mean, std = _evaluate(model, built.eval_env, episodes, deterministic=True)
+    mean, std = evaluate_model(model, built.eval_env, episodes, deterministic=True)
     folder.write_result(
         {
             "num_timesteps": model.num_timesteps,
@@ -309,7 +307,8 @@ def _train_into(
             "eval_std_return": std,
             "eval_episodes": episodes,
             "wall_time_s": round(wall, 2),
-            "steps_per_s": round(remaining / wall, 1),
+            # steps actually run: a run stopped early (rollbacks exhausted) ran fewer than its budget
+            "steps_per_s": round((model.num_timesteps - built.start_timesteps) / wall, 1),
         }
     )
     return TrainResult(folder.path, model, model.num_timesteps, mean, std, safety.monitor, safety.rollback)
@@ -360,43 +359,6 @@ def _resume_monitor(monitor: HealthMonitorCallback, checkpoint: Path) -> None:
         ) from None
 
 
-def _masked(model: OnPolicyAlgorithm) -> bool:
-    """Whether the model acts with invalid-action masks (sb3-contrib's MaskablePPO and SafeMaskablePPO)."""
-    from sb3_contrib import MaskablePPO
-
-    return isinstance(model, MaskablePPO)
-
-
-def _eval_callback_class(model: OnPolicyAlgorithm, eval_env: VecEnv) -> type[EvalCallback]:
-    """
-    SB3's EvalCallback; sb3-contrib's MaskableEvalCallback, which passes the masks to ``predict``;
-    or, on a PettingZoo environment, :class:`~sb3_safe.multiagent.TeamEvalCallback` (team returns).
-    """
-    if unwrap_pettingzoo(eval_env) is not None:
-        return TeamEvalCallback
-    if _masked(model):
-        from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
-
-        return MaskableEvalCallback
-    return EvalCallback
-
-
-def _evaluate(model: OnPolicyAlgorithm, venv: VecEnv, episodes: int, deterministic: bool) -> tuple[float, float]:
-    # SB3's evaluate_policy threads a recurrent policy's LSTM states; masks need sb3-contrib's;
-    # a multi-agent episode is scored once, by its team return.
-    if unwrap_pettingzoo(venv) is not None:
-        team, _ = evaluate_team(model, venv, episodes, deterministic)
-        return float(np.mean(team)), float(np.std(team))
-    if _masked(model):
-        from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_masked
-
-        mean, std = evaluate_masked(model, venv, n_eval_episodes=episodes, deterministic=deterministic)  # type: ignore[arg-type]
-    else:
-        mean, std = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=deterministic)
-    assert isinstance(mean, float) and isinstance(std, float)
-    return mean, std
-
-
 def evaluate(
     target: Path, *, episodes: int = 10, seed: int = 0, deterministic: bool = True, device: str = "cpu"
 ) -> EvalResult:
@@ -431,6 +393,6 @@ def evaluate(
         venv.training = False
         venv.norm_reward = False
     model = load_model(config.algorithm_class, model_path, venv, device)
-    mean, std = _evaluate(model, venv, episodes, deterministic)
+    mean, std = evaluate_model(model, venv, episodes, deterministic)
     venv.close()
     return EvalResult(mean, std, episodes, model_path)

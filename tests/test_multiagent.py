@@ -277,3 +277,20 @@ def test_a_nan_observation_in_one_agent_does_not_reach_the_parameters(tmp_path: 
     assert all(th.isfinite(p).all() for p in result.model.policy.parameters())
     events = RunFolder(result.run_dir).health_events()
     assert any(e.get("event") == "finding" and e.get("code") == "non_finite" for e in events)
+
+
+def test_the_tuner_scores_a_multiagent_trial_by_the_team_returns_training_reports(tmp_path: Path):
+    """One evaluation path: a trial's curve is the team-return evaluations that `train` writes for the same run."""
+    import optuna
+
+    from sb3_safe.tuning.objective import ObjectiveSettings, TrialObjective
+    from sb3_safe.tuning.space import SearchSpace
+
+    config = load_config("safe", SPREAD, TINY)
+    settings = ObjectiveSettings(timesteps=1536, seeds_per_trial=1, n_evaluations=2, eval_episodes=2, last_evals=2)
+    trial = optuna.trial.FixedTrial({})
+    TrialObjective(config, SearchSpace(()), settings)(trial)  # type: ignore[arg-type]
+    curve = trial.user_attrs["curve_seed0"]
+    result = train(config.with_overrides({"n_timesteps": 1536}), seed=0, runs_root=tmp_path, eval_freq=768, n_eval_episodes=2)
+    _, means = RunFolder(result.run_dir).evaluations()
+    np.testing.assert_allclose(curve, means)

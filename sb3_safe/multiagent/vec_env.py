@@ -41,7 +41,15 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices,
 
 from sb3_safe.errors import ConfigError
 
-__all__ = ["PREFIX", "PettingZooVecEnv", "check_pettingzoo_id", "is_pettingzoo", "make_parallel_env", "unwrap_pettingzoo"]
+__all__ = [
+    "PREFIX",
+    "PettingZooVecEnv",
+    "check_pettingzoo_id",
+    "count_agents",
+    "is_pettingzoo",
+    "make_parallel_env",
+    "unwrap_pettingzoo",
+]
 
 #: Environment ids of the form ``pettingzoo:<module>`` name a module with a ``parallel_env`` function.
 PREFIX = "pettingzoo:"
@@ -89,6 +97,15 @@ def make_parallel_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> 
         return factory(**(env_kwargs or {}))
     except TypeError as error:
         raise ConfigError(f"environment {env_id!r}: `env_kwargs` {env_kwargs} rejected: {error}") from None
+
+
+def count_agents(env_id: str, env_kwargs: dict[str, Any] | None = None) -> int:
+    """:return: How many agents (VecEnv slots per copy) the environment has"""
+    env = make_parallel_env(env_id, env_kwargs)
+    try:
+        return len(env.possible_agents)
+    finally:
+        env.close()
 
 
 class PettingZooVecEnv(VecEnv):

@@ -16,7 +16,6 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import optuna
 import torch as th
@@ -25,6 +24,8 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 from sb3_safe.build import build_run, safety_callbacks
 from sb3_safe.config import TrainConfig
 from sb3_safe.errors import ConfigError
+from sb3_safe.evaluation import eval_callback_class
+from sb3_safe.multiagent.vec_env import count_agents
 from sb3_safe.tuning.space import SearchSpace
 
 __all__ = ["ObjectiveSettings", "TrialObjective", "score"]
@@ -60,33 +61,46 @@ class _PruneTrialError(Exception):
     """Raised inside a seed's run to end the trial as pruned, with the reason."""
 
 
-class _TrialEvalCallback(EvalCallback):
-    """EvalCallback that reports each evaluation to the trial and stops on pruning or the time budget."""
+class _TrialDeadline(BaseCallback):
+    """Stops training once the trial's time budget is spent."""
 
-    def __init__(self, trial: optuna.Trial, step_offset: int, deadline: float | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.trial = trial
-        self.step_offset = step_offset
+    def __init__(self, deadline: float | None) -> None:
+        super().__init__()
         self.deadline = deadline
-        self.means: list[float] = []
         self.stop_reason: str | None = None
 
     def _on_step(self) -> bool:
         if self.deadline is not None and time.monotonic() > self.deadline:
             self.stop_reason = "time budget exceeded"
             return False
-        keep_going = super()._on_step()
-        if self.eval_freq > 0 and self.n_calls % self.eval_freq == 0:  # an evaluation just ran
-            mean = float(self.last_mean_reward)
-            self.means.append(mean)
-            self.trial.report(mean, self.step_offset + len(self.means))
-            if not math.isfinite(mean):
-                self.stop_reason = "non-finite evaluation return"
-                return False
-            if self.trial.should_prune():
-                self.stop_reason = f"pruned at evaluation {len(self.means)} (return {mean:.4g})"
-                return False
-        return keep_going
+        return True
+
+
+class _TrialReport(BaseCallback):
+    """
+    Runs after each evaluation (``callback_after_eval`` of the evaluation callback, whichever kind
+    fits the model): reports the mean return to the trial and stops on pruning.
+    """
+
+    def __init__(self, trial: optuna.Trial, step_offset: int) -> None:
+        super().__init__()
+        self.trial = trial
+        self.step_offset = step_offset
+        self.means: list[float] = []
+        self.stop_reason: str | None = None
+
+    def _on_step(self) -> bool:
+        assert isinstance(self.parent, EvalCallback)
+        mean = float(self.parent.last_mean_reward)
+        self.means.append(mean)
+        self.trial.report(mean, self.step_offset + len(self.means))
+        if not math.isfinite(mean):
+            self.stop_reason = "non-finite evaluation return"
+            return False
+        if self.trial.should_prune():
+            self.stop_reason = f"pruned at evaluation {len(self.means)} (return {mean:.4g})"
+            return False
+        return True
 
 
 class TrialObjective:
@@ -111,17 +125,18 @@ class TrialObjective:
             config = self.base.with_overrides({**overrides, "n_timesteps": self.settings.timesteps})
         except ConfigError as error:
             raise _PruneTrialError(f"invalid configuration: {error}") from None
-        rollout = int(config.get("n_steps")) * config.n_envs
+        # a rollout has a slot per environment copy, and per agent on a PettingZoo environment
+        agents = count_agents(config.env_id, config.env_kwargs) if config.multiagent else 1
+        rollout = int(config.get("n_steps")) * config.n_envs * agents
+        rollout_text = f"n_steps * n_envs{' * agents' if config.multiagent else ''} = {rollout}"
         batch = int(config.get("batch_size"))
         if batch > rollout:
-            raise _PruneTrialError(f"batch_size {batch} is larger than the rollout ({rollout})")
+            raise _PruneTrialError(f"batch_size {batch} is larger than the rollout ({rollout_text})")
         between = self.settings.timesteps // self.settings.n_evaluations
         if rollout > between:
             # learn() collects whole rollouts: such a trial would overrun its budget and update
             # fewer times than it is evaluated.
-            raise _PruneTrialError(
-                f"rollout n_steps * n_envs = {rollout} is longer than the {between} steps between evaluations"
-            )
+            raise _PruneTrialError(f"rollout {rollout_text} is longer than the {between} steps between evaluations")
         cap = self.space.max_grad_steps_per_env_step
         epochs = int(config.get("n_epochs"))
         if cap is not None and epochs / batch > cap:
@@ -165,11 +180,10 @@ class TrialObjective:
         except ConfigError as error:
             raise _PruneTrialError(f"invalid configuration: {error}") from None
         model = run.model
-        evaluations = _TrialEvalCallback(
-            trial,
-            index * self.settings.n_evaluations,
-            deadline,
-            eval_env=run.eval_env,
+        report, timer = _TrialReport(trial, index * self.settings.n_evaluations), _TrialDeadline(deadline)
+        evaluations = eval_callback_class(model, run.eval_env)(
+            run.eval_env,
+            callback_after_eval=report,
             n_eval_episodes=self.settings.eval_episodes,
             eval_freq=max(self.settings.timesteps // self.settings.n_evaluations // run.venv.num_envs, 1),
             deterministic=True,
@@ -178,7 +192,7 @@ class TrialObjective:
         safety = safety_callbacks(config, verbose=False)
         monitor, rollback = safety.monitor, safety.rollback
         # Safety first: the guard repairs NaN observations and statistics before the evaluation syncs them.
-        callbacks: list[BaseCallback] = [*safety.as_list(), evaluations]
+        callbacks: list[BaseCallback] = [*safety.as_list(), timer, evaluations]
         try:
             model.learn(self.settings.timesteps, callback=callbacks)
         except (ValueError, RuntimeError, FloatingPointError) as error:  # NaN in plain PPO reaches torch's checks
@@ -186,18 +200,19 @@ class TrialObjective:
         finally:
             self._timesteps_run += model.num_timesteps
             run.close()
-        if evaluations.stop_reason is not None:
-            raise _PruneTrialError(f"seed {seed}: {evaluations.stop_reason}")
+        stop_reason = timer.stop_reason or report.stop_reason
+        if stop_reason is not None:
+            raise _PruneTrialError(f"seed {seed}: {stop_reason}")
         if rollback is not None and rollback.exhausted:
             raise _PruneTrialError(f"seed {seed}: rollbacks exhausted ({rollback.summary})")
         if rollback is None and monitor is not None and monitor.critical_codes:
             codes = sorted(monitor.critical_codes)
             raise _PruneTrialError(f"seed {seed}: critical health finding ({', '.join(codes)})")
-        if not evaluations.means:
+        if not report.means:
             raise _PruneTrialError(
                 f"seed {seed}: no evaluation ran (timesteps too small for {self.settings.n_evaluations} evaluations)"
             )
-        trial.set_user_attr(f"curve_seed{index}", evaluations.means)
+        trial.set_user_attr(f"curve_seed{index}", report.means)
         if not all(bool(th.isfinite(p).all()) for p in model.policy.parameters()):
             raise _PruneTrialError(f"seed {seed}: non-finite parameters after training")
-        return evaluations.means
+        return report.means
