@@ -689,7 +689,9 @@ def _held_best(history: HealthHistory, t: Thresholds) -> float:
     key = ("held", t.reward_collapse_window, t.reward_collapse_min_episodes, t.reward_collapse_updates)
     if key not in history.cache:
         recent, n = _recent_returns(history, t), t.reward_collapse_updates
-        history.cache[key] = min(recent) if len(recent) < n else max(min(recent[i : i + n]) for i in range(len(recent) - n + 1))
+        history.cache[key] = (
+            min(recent) if len(recent) < n else max(min(recent[i : i + n]) for i in range(len(recent) - n + 1))
+        )
     return float(history.cache[key])
 
 

@@ -93,6 +93,10 @@ def test_slots_are_agents_of_copies_and_observations_are_the_environments():
         twin_obs, _ = twin.reset(seed=seed)
         for i, agent in enumerate(twin.possible_agents):
             np.testing.assert_array_equal(obs[3 * k + i], twin_obs[agent])
+    # get_attr and env_method reach the copy behind each slot (SuperSuit's VecEnv has neither)
+    assert venv.get_attr("max_cycles") == [25] * 6
+    states = venv.env_method("state", indices=[0, 3])
+    assert not np.array_equal(states[0], states[1])
 
 
 def test_truncation_is_marked_with_the_terminal_observation_and_episode_statistics():
@@ -294,3 +298,42 @@ def test_the_tuner_scores_a_multiagent_trial_by_the_team_returns_training_report
     result = train(config.with_overrides({"n_timesteps": 1536}), seed=0, runs_root=tmp_path, eval_freq=768, n_eval_episodes=2)
     _, means = RunFolder(result.run_dir).evaluations()
     np.testing.assert_allclose(curve, means)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--env", "pettingzoo:mpe2.no_such_env_v0"], "cannot import 'mpe2.no_such_env_v0'"),
+        (["--env", SPREAD, "--set", "centralized_critic=maybe"], "`centralized_critic`"),
+        (["--env", SPREAD, "--set", "pettingzoo_adapter=rllib"], "`pettingzoo_adapter`"),
+    ],
+)
+def test_multiagent_command_line_mistakes_exit_2_with_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, args: list[str], expected: str
+):
+    from sb3_safe.cli import main
+
+    runs = tmp_path / "runs"
+    assert main(["train", "--runs-root", str(runs), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not runs.exists()
+
+
+def test_a_mappo_baseline_checkpoint_resumes_under_the_safe_profile_with_its_weights(tmp_path: Path):
+    from sb3_safe.build import build_run
+    from sb3_safe.resume import read_saved
+
+    baseline = load_config("baseline", SPREAD, {**TINY, "n_timesteps": 768})
+    result = train(baseline, seed=0, runs_root=tmp_path, save_freq=384, eval_freq=768, n_eval_episodes=1)
+    (step, checkpoint), *_ = RunFolder(result.run_dir).checkpoints()
+    run = build_run(load_config("safe", SPREAD, TINY), seed=1, checkpoint=checkpoint)
+    assert isinstance(run.model.policy, CentralizedCriticPolicy) and run.start_timesteps == step
+    saved = read_saved(checkpoint).params["policy"]
+    resumed = run.model.policy.state_dict()
+    for name, tensor in saved.items():
+        if not name.startswith("value_normalizer"):
+            assert th.equal(tensor, resumed[name]), name
+    assert [g["name"] for g in run.model.policy.optimizer.param_groups] == ["actor", "critic"]
+    assert any("critic group" in change for change in run.resume_changes)
+    run.close()
