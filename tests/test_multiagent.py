@@ -337,3 +337,16 @@ def test_a_mappo_baseline_checkpoint_resumes_under_the_safe_profile_with_its_wei
     assert [g["name"] for g in run.model.policy.optimizer.param_groups] == ["actor", "critic"]
     assert any("critic group" in change for change in run.resume_changes)
     run.close()
+
+
+def test_team_eval_callback_writes_evaluations_and_the_best_model(tmp_path: Path):
+    from sb3_safe.multiagent import TeamEvalCallback
+
+    model = PPO("MlpPolicy", relay_venv(length=3), n_steps=6, batch_size=12, n_epochs=1, seed=0)
+    callback = TeamEvalCallback(
+        relay_venv(length=3), n_eval_episodes=2, eval_freq=3, log_path=str(tmp_path), best_model_save_path=str(tmp_path)
+    )
+    model.learn(12, callback=callback)
+    data = np.load(tmp_path / "evaluations.npz")
+    assert data["timesteps"].tolist() == [6, 12] and data["results"].tolist() == [[6.0, 6.0], [6.0, 6.0]]
+    assert (tmp_path / "best_model.zip").is_file() and callback.last_mean_reward == 6.0

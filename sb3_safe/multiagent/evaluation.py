@@ -6,6 +6,8 @@ slot as an episode of its own).
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import EvalCallback
@@ -68,6 +70,8 @@ class TeamEvalCallback(EvalCallback):
             )
         mean = float(np.mean(rewards))
         self.last_mean_reward = mean
+        if self.verbose >= 1:
+            print(f"Eval num_timesteps={self.num_timesteps}, team return={mean:.2f} +/- {np.std(rewards):.2f}")
         self.logger.record("eval/mean_reward", mean)
         self.logger.record("eval/mean_ep_length", float(np.mean(lengths)))
         self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
@@ -75,6 +79,8 @@ class TeamEvalCallback(EvalCallback):
         continue_training = True
         if mean > self.best_mean_reward:
             self.best_mean_reward = mean
+            if self.best_model_save_path is not None:
+                self.model.save(os.path.join(self.best_model_save_path, "best_model"))
             if self.callback_on_new_best is not None:
                 continue_training = self.callback_on_new_best.on_step()
         if self.callback is not None:
