@@ -286,3 +286,16 @@ def test_guard_in_a_plain_sb3_script_warns_once_and_repairs_statistics():
         model.learn(512, callback=guard)
     assert guard.repairs == 1  # both environments send their NaN observation in the same vector step
     assert np.isfinite(obs_rms(env).mean).all() and np.isfinite(obs_rms(env).var).all()
+
+
+def test_guard_repairs_the_last_observation_a_truncation_bootstraps_from():
+    """
+    Pendulum-v1 truncates at 200 steps; a NaN in that step's observation is only in
+    ``infos[i]["terminal_observation"]`` (the env has reset), and SB3 adds ``gamma * V(it)`` to the reward.
+    """
+    env = venv_with(lambda e: NonFiniteInjection(e, at_step=200, target="obs"))
+    model = PPO("MlpPolicy", env, **TINY)
+    guard = NonFiniteGuardCallback(verbose=0)
+    model.learn(512, callback=guard)
+    assert guard.repairs == 1
+    assert all(th.isfinite(p).all() for p in model.policy.parameters())

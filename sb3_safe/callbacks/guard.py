@@ -18,7 +18,8 @@ _STATS = ("obs_rms", "ret_rms")
 
 class NonFiniteGuardCallback(BaseCallback):
     """
-    Replace NaN/inf in new observations and rewards with 0 as they arrive, before the policy sees them.
+    Replace NaN/inf in new observations (and in the last observation of an episode, which SB3
+    bootstraps truncations from) and rewards with 0 as they arrive, before the policy sees them.
 
     A NaN observation otherwise crashes the rollout inside torch's action distribution (it
     validates its arguments), a crash no rollback could follow. VecNormalize has by then
@@ -59,10 +60,19 @@ class NonFiniteGuardCallback(BaseCallback):
         new_obs, rewards = self.locals.get("new_obs"), self.locals.get("rewards")
         broken = False
         if new_obs is not None and not is_finite(new_obs):
-            for part in new_obs.values() if isinstance(new_obs, dict) else [new_obs]:
-                part[~np.isfinite(part)] = 0
+            _zero_non_finite(new_obs)
             self._tell("obs_finite")
             broken = True
+        # The last observation of an episode is not in new_obs (the env has reset); SB3 bootstraps a
+        # truncated episode from it with the critic, so a NaN there would reach the value targets.
+        dones, infos = self.locals.get("dones"), self.locals.get("infos")
+        if dones is not None and infos is not None and dones.any():
+            for index in np.flatnonzero(dones):
+                terminal = infos[index].get("terminal_observation")
+                if terminal is not None and not is_finite(terminal):
+                    _zero_non_finite(terminal)
+                    self._tell("obs_finite")
+                    broken = True
         if rewards is not None and not np.isfinite(rewards).all():
             rewards[~np.isfinite(rewards)] = 0.0
             self._tell("rewards_finite")
@@ -99,3 +109,9 @@ def _finite_stats(stats: Any) -> bool:
     """:return: Whether a RunningMeanStd (or the dict of them VecNormalize keeps for Dict observations) is finite"""
     parts = stats.values() if isinstance(stats, dict) else [stats]
     return all(is_finite(rms.mean) and is_finite(rms.var) for rms in parts)
+
+
+def _zero_non_finite(obs: Any) -> None:
+    """Set NaN/inf entries of an observation (an array or a dict of arrays) to 0, in place."""
+    for part in obs.values() if isinstance(obs, dict) else [obs]:
+        part[~np.isfinite(part)] = 0
