@@ -37,7 +37,7 @@ from sb3_safe.callbacks import MonitorOptions, RollbackOptions
 from sb3_safe.contrib import SafeMaskablePPO, SafeRecurrentPPO
 from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.health import Thresholds
-from sb3_safe.multiagent.vec_env import PREFIX as PETTINGZOO_PREFIX
+from sb3_safe.multiagent.vec_env import is_pettingzoo
 from sb3_safe.options import OptionError, check_mapping
 from sb3_safe.ppo import KL_STOPS, SafePPO
 from sb3_safe.zoo import parse_literal_string, parse_policy_kwargs_string
@@ -319,7 +319,7 @@ class TrainConfig:
     @property
     def multiagent(self) -> bool:
         """Whether the environment is a PettingZoo one (``pettingzoo:<module>``)."""
-        return self.env_id.startswith(PETTINGZOO_PREFIX)
+        return is_pettingzoo(self.env_id)
 
     def effective_values(self) -> dict[str, Any]:
         """:return: The block with the algorithm's defaults filled in for keys it does not set"""
@@ -508,7 +508,7 @@ def _validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, 
 
 def _check_multiagent(values: Mapping[str, Any], where: str, env_id: str) -> None:
     keys = [key for key in ("centralized_critic", "agent_id", "pettingzoo_adapter") if values.get(key)]
-    if not env_id.startswith(PETTINGZOO_PREFIX):
+    if not is_pettingzoo(env_id):
         if keys:
             raise ConfigError(
                 f"{where}: `{keys[0]}` is for multi-agent environments; {env_id!r} is not one. "
@@ -575,7 +575,7 @@ def _check_consistency(values: Mapping[str, Any], where: str, env_id: str) -> No
     batch_size = values.get("batch_size", defaults["batch_size"])
     rollout = n_steps * n_envs
     # (on PettingZoo environments a rollout has a slot per agent: it is larger than n_steps * n_envs)
-    if batch_size > rollout and not env_id.startswith(PETTINGZOO_PREFIX):
+    if batch_size > rollout and not is_pettingzoo(env_id):
         # A soft problem, as in SB3 (which warns): every minibatch is the whole rollout. rl-zoo's
         # tuned MountainCarContinuous-v0 entry relies on it (batch 256, 8-step rollout).
         warnings.warn(
