@@ -47,7 +47,8 @@ class RewardOutliers(gym.RewardWrapper[Any, Any]):
     :param env: The environment
     :param probability: Chance per step, in [0, 1]
     :param magnitude: Size of an outlier
-    :param seed: Seed of the outlier draws (independent of the environment's own)
+    :param seed: Seed of the outlier draws, combined with the environment's seed at a seeded
+        ``reset`` so that each copy of a VecEnv draws its own outliers
     """
 
     def __init__(self, env: gym.Env[Any, Any], probability: float = 0.001, magnitude: float = 1000.0, seed: int = 0) -> None:
@@ -56,7 +57,15 @@ class RewardOutliers(gym.RewardWrapper[Any, Any]):
         super().__init__(env)
         self.probability = probability
         self.magnitude = magnitude
+        self.seed = seed
         self.rng = np.random.default_rng(seed)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        if seed is not None:
+            # Each copy's draws follow its own seed: copies seeded apart (VecEnvs seed copy i with
+            # seed + i) get their outliers at different steps, as independent glitches would come.
+            self.rng = np.random.default_rng([self.seed, seed])
+        return super().reset(seed=seed, options=options)
 
     def reward(self, reward: SupportsFloat) -> float:
         if self.rng.random() < self.probability:

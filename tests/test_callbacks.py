@@ -299,3 +299,16 @@ def test_guard_repairs_the_last_observation_a_truncation_bootstraps_from():
     model.learn(512, callback=guard)
     assert guard.repairs == 1
     assert all(th.isfinite(p).all() for p in model.policy.parameters())
+
+
+def test_reward_outliers_come_at_different_steps_in_copies_seeded_apart():
+    """A glitch in one simulator copy is not a glitch in all of them at the same step."""
+    env = make_vec_env("Pendulum-v1", n_envs=4, seed=0, wrapper_class=lambda e: RewardOutliers(e, probability=0.05))
+    env.reset()
+    hits = np.array([np.abs(env.step(np.zeros((4, 1)))[1]) > 100 for _ in range(200)])
+    assert hits.sum() > 20
+    assert not (hits == hits[:, :1]).all()  # the copies' outlier steps differ
+    again = make_vec_env("Pendulum-v1", n_envs=4, seed=0, wrapper_class=lambda e: RewardOutliers(e, probability=0.05))
+    again.reset()
+    same = np.array([np.abs(again.step(np.zeros((4, 1)))[1]) > 100 for _ in range(200)])
+    np.testing.assert_array_equal(hits, same)  # and the same seeds draw the same outliers

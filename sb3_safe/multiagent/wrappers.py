@@ -53,7 +53,7 @@ class FirstAgentWrapper(BaseParallelWrapper):  # type: ignore[type-arg]
         obs, infos = self.env.reset(seed=seed, options=options)
         if self.agent in obs:
             self._inner.pending = (obs[self.agent], infos.get(self.agent, {}))
-            obs[self.agent], _ = self.stream.reset()
+            obs[self.agent], _ = self.stream.reset(seed=seed)
         return obs, infos
 
     def step(self, actions: dict[str, Any]) -> Any:
