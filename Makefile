@@ -81,7 +81,9 @@ test-sb3: $(STAMP)
 
 # sb3-contrib's own tests of RecurrentPPO and MaskablePPO, from its PyPI source distribution at the
 # installed version, with SafeRecurrentPPO and SafeMaskablePPO patched in before the test modules
-# import (see .ci/contrib_upstream_plugin.py); other algorithms' cases are deselected.
+# import (see .ci/contrib_upstream_plugin.py); other algorithms' cases are deselected. One torch thread per
+# worker: two workers with torch's default of a thread per core oversubscribe 2 cores (measured: 724 s, 381 s with
+# OMP_NUM_THREADS=1; its slow LSTM test 600 s against 283 s alone).
 CONTRIB_VERSION = $(shell $(PY) -c "import sb3_contrib; print(sb3_contrib.__version__)")
 CONTRIB_SRC = .cache/sb3/sb3_contrib-$(CONTRIB_VERSION)
 CONTRIB_TESTS = test_lstm.py test_invalid_actions.py test_cnn.py test_run.py test_deterministic.py test_train_eval_mode.py
@@ -89,7 +91,7 @@ test-contrib: $(STAMP)
 	@test -d $(CONTRIB_SRC)/tests || { mkdir -p .cache/sb3 && \
 	  $(PY) -m pip download --quiet --no-deps --no-binary :all: -d .cache/sb3 "sb3-contrib==$(CONTRIB_VERSION)" && \
 	  tar -xzf .cache/sb3/sb3_contrib-$(CONTRIB_VERSION).tar.gz -C .cache/sb3; }
-	cd $(CONTRIB_SRC)/tests && PYTHONPATH=$(CURDIR)/.ci $(abspath $(PY)) -m pytest -q -n 2 -p contrib_upstream_plugin \
+	cd $(CONTRIB_SRC)/tests && OMP_NUM_THREADS=1 PYTHONPATH=$(CURDIR)/.ci $(abspath $(PY)) -m pytest -q -n 2 -p contrib_upstream_plugin \
 	  $(CONTRIB_TESTS)
 
 bench-soak: $(STAMP)
