@@ -147,7 +147,6 @@ class PettingZooVecEnv(VecEnv):
         super().__init__(len(self.envs) * self.n_agents, observation_space, action_space)
         self._returns = np.zeros(self.num_envs)
         self._lengths = np.zeros(self.num_envs, dtype=np.int64)
-        self._alive = np.ones(self.num_envs, dtype=bool)
         self._start = time.time()
         self._actions: np.ndarray = np.zeros(0)
 
@@ -203,7 +202,6 @@ class PettingZooVecEnv(VecEnv):
                 self.reset_infos[k * self.n_agents + i] = dict(infos.get(agent, {}))
         self._returns[:] = 0
         self._lengths[:] = 0
-        self._alive[:] = True
         self._reset_seeds()
         self._reset_options()
         return self._stack(per_slot)
@@ -239,7 +237,6 @@ class PettingZooVecEnv(VecEnv):
                     info["terminal_observation"] = slots_obs[i]
                     info["TimeLimit.truncated"] = not term.get(agent, False)
                     info["episode"] = {"r": float(self._returns[slot]), "l": int(self._lengths[slot]), "t": self._elapsed()}
-                    self._alive[slot] = False
             if finished:
                 team = self._returns[k * m : (k + 1) * m]
                 infos[k * m]["team_episode"] = {"r": float(team.sum()), "l": int(self._lengths[k * m : (k + 1) * m].max())}
@@ -249,7 +246,6 @@ class PettingZooVecEnv(VecEnv):
                 slots_obs = self._copy_obs(k, obs)
                 self._returns[k * m : (k + 1) * m] = 0
                 self._lengths[k * m : (k + 1) * m] = 0
-                self._alive[k * m : (k + 1) * m] = True
             per_slot.extend(slots_obs)
         return self._stack(per_slot), rewards, dones, infos
 
