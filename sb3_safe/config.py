@@ -40,6 +40,7 @@ from sb3_safe.health import Thresholds
 from sb3_safe.multiagent.vec_env import is_pettingzoo
 from sb3_safe.options import OptionError, check_mapping
 from sb3_safe.ppo import KL_STOPS, SafePPO
+from sb3_safe.schedules import AdaptiveLearningRate
 from sb3_safe.zoo import parse_literal_string, parse_policy_kwargs_string
 
 __all__ = [
@@ -170,7 +171,9 @@ SCHEMA: dict[str, Spec] = {
         choices=("MlpPolicy", "CnnPolicy", "MultiInputPolicy", "MlpLstmPolicy", "CnnLstmPolicy", "MultiInputLstmPolicy"),
     ),
     "policy_kwargs": Spec("policy_kwargs", "policy arguments (mapping, or the zoo's dict(...) string)"),
-    "learning_rate": Spec("schedule", "actor learning rate (float or lin_<float>)", low=0, low_open=True),
+    "learning_rate": Spec(
+        "schedule", "actor learning rate (float, lin_<float>, adaptive or adaptive_<initial float>)", low=0, low_open=True
+    ),
     "n_steps": Spec("int", "steps per environment per rollout", low=1),
     "batch_size": Spec("int", "minibatch size", low=1),
     "n_epochs": Spec("int", "epochs per update", low=1),
@@ -195,7 +198,23 @@ SCHEMA: dict[str, Spec] = {
     "kl_stop": Spec("choice", "KL early-stopping rule", choices=KL_STOPS, safe_only=True),
     "adv_norm_min_std": Spec("float", "only centre advantages below this std", low=0, safe_only=True),
     "normalize_value": Spec("bool", "running normalization of value targets", safe_only=True),
+    # -- the KL-adaptive learning rate (learning_rate: adaptive), see sb3_safe.schedules
+    "desired_kl": _run(
+        "float", "approx KL each update aims at (learning_rate: adaptive)", low=0, low_open=True, safe_only=True
+    ),
+    "adaptive_lr_factor": _run("float", "the adaptive rate's step per update", low=1, low_open=True, safe_only=True),
+    "adaptive_lr_min": _run("float", "the adaptive rate's lower bound", low=0, low_open=True, safe_only=True),
+    "adaptive_lr_max": _run("float", "the adaptive rate's upper bound", low=0, low_open=True, safe_only=True),
 }
+
+#: The profile keys of the adaptive learning rate, by :class:`~sb3_safe.schedules.AdaptiveLearningRate` field.
+ADAPTIVE_KEYS = {
+    "desired_kl": "desired_kl",
+    "adaptive_lr_factor": "factor",
+    "adaptive_lr_min": "min_lr",
+    "adaptive_lr_max": "max_lr",
+}
+ADAPTIVE_PREFIX = "adaptive"
 
 #: Keys of rl-baselines3-zoo files that sb3-safe cannot honour, with what to do instead.
 ZOO_UNSUPPORTED = {
@@ -296,7 +315,7 @@ class TrainConfig:
             if not spec.algorithm or key == "policy":
                 continue
             if spec.kind == "schedule":
-                kwargs[key] = _build_schedule(value)
+                kwargs[key] = _build_schedule(value, self.values)
             elif spec.kind == "policy_kwargs":
                 kwargs[key] = _build_policy_kwargs(value)
                 if "maskable" in self.algo:
@@ -503,6 +522,7 @@ def _validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, 
         raise ConfigError(f"{where}: `use_sde` = true but algo: {algo} has no gSDE (MaskablePPO). Remove it")
     _check_consistency(values, where, env_id)
     _check_multiagent(values, where, env_id)
+    _check_adaptive(values, where)
     return values
 
 
@@ -643,12 +663,21 @@ def _check_choice(key: str, spec: Spec, value: Any, where: str) -> Any:
 
 
 def _check_schedule(key: str, spec: Spec, value: Any, where: str) -> float | str:
-    if isinstance(value, str) and value.startswith("lin_"):
-        number = _number(key, value[4:], where, spec)
-        _check_range(key, number, spec, where)
-        return f"lin_{number:g}"
+    if isinstance(value, str) and value.startswith(ADAPTIVE_PREFIX) and key != "learning_rate":
+        raise ConfigError(
+            f"{where}: `{key}` = {value!r}: only learning_rate adapts to the measured KL (with a critic_learning_rate "
+            "the critic keeps its own). Use a number or lin_<number>"
+        )
+    for prefix in ("lin_", f"{ADAPTIVE_PREFIX}_"):
+        if isinstance(value, str) and value.startswith(prefix):
+            number = _number(key, value[len(prefix) :], where, spec)
+            _check_range(key, number, spec, where)
+            return f"{prefix}{number:g}"
+    if value == ADAPTIVE_PREFIX:
+        return ADAPTIVE_PREFIX
     if isinstance(value, str) and not _is_number(value):
-        raise ConfigError(f"{where}: `{key}` = {value!r} is not a number or lin_<number>. Expected {spec.doc}")
+        forms = "a number, lin_<number> or adaptive_<number>" if key == "learning_rate" else "a number or lin_<number>"
+        raise ConfigError(f"{where}: `{key}` = {value!r} is not {forms}. Expected {spec.doc}")
     return _check_float(key, spec, value, where)
 
 
@@ -777,11 +806,45 @@ def _class_name(item: Any, table: Mapping[str, type]) -> str | None:
     return name.lower() if name.lower() in table else by_class.get(name.lower())
 
 
-def _build_schedule(value: Any) -> Any:
+def _build_schedule(value: Any, values: Mapping[str, Any]) -> Any:
     if isinstance(value, str) and value.startswith("lin_"):
         # rl-zoo's linear_schedule: progress_remaining * initial value, from 1 down to 0
         return LinearSchedule(float(value[4:]), 0.0, 1.0)
+    if isinstance(value, str) and value.startswith(ADAPTIVE_PREFIX):
+        return AdaptiveLearningRate(*_adaptive_initial(value), **_adaptive_settings(values))
     return value
+
+
+def _adaptive_initial(value: str) -> tuple[float] | tuple[()]:
+    """``adaptive`` -> () (the class's default start), ``adaptive_1e-3`` -> (0.001,)"""
+    return (float(value[len(ADAPTIVE_PREFIX) + 1 :]),) if value != ADAPTIVE_PREFIX else ()
+
+
+def _adaptive_settings(values: Mapping[str, Any]) -> dict[str, float]:
+    return {field: float(values[key]) for key, field in ADAPTIVE_KEYS.items() if key in values}
+
+
+def _check_adaptive(values: Mapping[str, Any], where: str) -> None:
+    algo = values.get("algo", "safe_ppo")
+    rate = values.get("learning_rate", algorithm_defaults(algo)["learning_rate"])
+    adaptive = isinstance(rate, str) and rate.startswith(ADAPTIVE_PREFIX)
+    settings = [key for key in ADAPTIVE_KEYS if key in values]
+    if settings and not adaptive:
+        raise ConfigError(
+            f"{where}: `{settings[0]}` sets the adaptive learning rate but `learning_rate` = {rate!r} is not adaptive. "
+            "Set learning_rate: adaptive_<initial rate> (e.g. adaptive_3e-4) or remove it"
+        )
+    if not adaptive:
+        return
+    if not algo.startswith("safe_"):
+        raise ConfigError(
+            f"{where}: `learning_rate` = {rate!r} needs an sb3-safe algorithm (it adapts after each update); "
+            f"algo is {algo}. Set algo: safe_{algo} or a number"
+        )
+    try:
+        AdaptiveLearningRate(*_adaptive_initial(rate), **_adaptive_settings(values))
+    except ValueError as error:
+        raise ConfigError(f"{where}: `learning_rate` = {rate!r}: {error}") from None
 
 
 def _build_policy_kwargs(value: Mapping[str, Any]) -> dict[str, Any]:

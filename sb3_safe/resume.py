@@ -43,6 +43,7 @@ from torch import nn
 from sb3_safe.config import TrainConfig
 from sb3_safe.errors import CheckpointError, ConfigError
 from sb3_safe.runs import RunFolder, check_archive, stats_path_for
+from sb3_safe.schedules import AdaptiveLearningRate, adaptive_rate_of
 from sb3_safe.value_norm import DEFAULT_EPSILON
 
 __all__ = ["SavedModel", "build_resumed", "find_stats", "normalize_plan", "read_saved"]
@@ -232,6 +233,7 @@ def build_resumed(config: TrainConfig, saved: SavedModel, venv: VecEnv, seed: in
     _check_shapes(config, saved, state, model)
     model.policy.load_state_dict(state)
     _carry_optimizer(saved, model)
+    _carry_adaptive_rate(saved, model)
     for name in ("num_timesteps", "_n_updates", "_episode_num", "ep_info_buffer", "ep_success_buffer"):
         if name in saved.data and saved.data[name] is not None:
             setattr(model, name, saved.data[name])
@@ -393,7 +395,19 @@ def _carry_optimizer(saved: SavedModel, model: OnPolicyAlgorithm) -> None:
         )
 
 
+def _carry_adaptive_rate(saved: SavedModel, model: OnPolicyAlgorithm) -> None:
+    """An adaptive rate goes on from where the checkpoint's had got to (within the profile's bounds)."""
+    trained, rate = saved.data.get("learning_rate"), adaptive_rate_of(model)
+    if isinstance(trained, AdaptiveLearningRate) and rate is not None:
+        rate.value = min(max(trained.value, rate.min_lr), rate.max_lr)
+        saved.changes.append(f"adaptive learning rate continues at {rate.value:.3g}, where the checkpoint's had got to")
+
+
 def _describe(value: Any) -> str:
+    if isinstance(value, AdaptiveLearningRate):
+        return (
+            f"adaptive (desired_kl {value.desired_kl:g}, factor {value.factor:g}, bounds [{value.min_lr:g}, {value.max_lr:g}])"
+        )
     if callable(value):
         try:
             return f"{float(value(1.0)):.3g} (schedule)"

@@ -2,7 +2,8 @@
 Snapshots: everything a rollback restores, as plain data, with functions to take, restore, write and read them.
 
 A snapshot holds deep copies of the policy's ``state_dict`` (value-normalizer statistics
-included), the optimizer's state and the VecNormalize statistics, in memory. Restoring one
+included), the optimizer's state, the VecNormalize statistics and an adaptive learning
+rate's state, in memory. Restoring one
 puts every tensor back bit for bit.
 """
 
@@ -21,6 +22,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from sb3_safe.errors import CheckpointError
 from sb3_safe.health import HealthHistory, Thresholds
 from sb3_safe.runs import atomic_write
+from sb3_safe.schedules import adaptive_rate_of
 
 __all__ = ["Snapshot", "read_snapshot", "restore_snapshot", "take_snapshot", "write_snapshot"]
 
@@ -38,6 +40,8 @@ class Snapshot:
     :param vec_normalize: VecNormalize's running statistics by attribute name, or ``None`` without VecNormalize
     :param timesteps: The model's ``num_timesteps`` when it was taken
     :param health: The health monitor's history then (a :class:`~sb3_safe.health.HealthHistory` copy), if any
+    :param learning_rate: The state of an :class:`~sb3_safe.schedules.AdaptiveLearningRate` (its rate moves
+        with training), or ``None`` for a number or schedule
     """
 
     policy: dict[str, th.Tensor]
@@ -45,6 +49,7 @@ class Snapshot:
     vec_normalize: dict[str, Any] | None
     timesteps: int
     health: HealthHistory | None = None
+    learning_rate: dict[str, float] | None = None
 
 
 def take_snapshot(model: BaseAlgorithm, health: HealthHistory | None = None) -> Snapshot:
@@ -55,6 +60,7 @@ def take_snapshot(model: BaseAlgorithm, health: HealthHistory | None = None) -> 
     """
     policy = model.policy
     venv = model.get_vec_normalize_env()
+    adaptive = adaptive_rate_of(model)
     return Snapshot(
         policy={key: value.detach().clone() for key, value in policy.state_dict().items()},
         optimizer=_clone(policy.optimizer.state_dict()),
@@ -63,6 +69,7 @@ def take_snapshot(model: BaseAlgorithm, health: HealthHistory | None = None) -> 
         else {name: copy.deepcopy(getattr(venv, name)) for name in _VEC_NORMALIZE_STATS if hasattr(venv, name)},
         timesteps=int(model.num_timesteps),
         health=None if health is None else health.copy(),
+        learning_rate=None if adaptive is None else adaptive.state(),
     )
 
 
@@ -94,6 +101,9 @@ def restore_snapshot(model: BaseAlgorithm, snapshot: Snapshot) -> None:
         for name, value in snapshot.vec_normalize.items():
             setattr(venv, name, copy.deepcopy(value))
         venv.returns = np.zeros_like(venv.returns)
+    adaptive = adaptive_rate_of(model)
+    if adaptive is not None and snapshot.learning_rate is not None:
+        adaptive.load_state(snapshot.learning_rate)
 
 
 def write_snapshot(snapshot: Snapshot, path: Path) -> None:
@@ -105,6 +115,7 @@ def write_snapshot(snapshot: Snapshot, path: Path) -> None:
         "timesteps": snapshot.timesteps,
         "health": None if snapshot.health is None else snapshot.health.state_dict(),
         "thresholds": None if snapshot.health is None else dataclasses.asdict(snapshot.health.thresholds),
+        "learning_rate": snapshot.learning_rate,
     }
     atomic_write(path, lambda tmp: th.save(fields, tmp))
 
@@ -119,6 +130,7 @@ def read_snapshot(path: Path) -> Snapshot:
         # VecNormalize's RunningMeanStd objects are pickled: only read snapshots this project wrote.
         fields = th.load(path, weights_only=False)
         health, thresholds = fields.pop("health"), fields.pop("thresholds")
+        fields.setdefault("learning_rate", None)  # snapshots written before the adaptive rate existed
         history = None
         if health is not None:
             history = HealthHistory(Thresholds(**thresholds))

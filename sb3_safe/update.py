@@ -20,6 +20,7 @@ for operation (the tests compare parameters after training).
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Iterable
 from contextlib import nullcontext
@@ -41,6 +42,7 @@ from sb3_safe.losses import (
     normalize_advantages,
     value_loss,
 )
+from sb3_safe.schedules import AdaptiveLearningRate
 from sb3_safe.stats import UpdateStats
 from sb3_safe.value_norm import ValueNormalizer
 
@@ -63,6 +65,7 @@ class SafeUpdateMixin:
 
     # Provided by the algorithm it is mixed into (SB3's OnPolicyAlgorithm and PPO).
     policy: Any
+    learning_rate: float | Schedule
     rollout_buffer: Any
     action_space: Any
     logger: Any
@@ -115,6 +118,9 @@ class SafeUpdateMixin:
         super().__init__(policy, env, *args, **kwargs)  # type: ignore[call-arg]
 
     def _setup_model(self) -> None:
+        if isinstance(self.learning_rate, AdaptiveLearningRate):
+            # Its own copy: the rate is state of this model (two models given one object must not share it).
+            self.learning_rate = copy.copy(self.learning_rate)
         super()._setup_model()  # type: ignore[misc]
         self.critic_lr_schedule: Schedule | None = None
         if self.normalize_value:
@@ -279,6 +285,8 @@ class SafeUpdateMixin:
             skipped=skipped,
         )
         self.last_update.record(self.logger)
+        if isinstance(self.learning_rate, AdaptiveLearningRate):
+            self.learning_rate.update(self.last_update.approx_kl)
 
     def _guarded_step(self, loss: th.Tensor, roles: list[tuple[th.nn.Parameter, bool]]) -> th.Tensor | None:
         """

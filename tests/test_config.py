@@ -10,6 +10,7 @@ from torch import nn
 
 from sb3_safe.config import SCHEMA, load_config, parse_overrides
 from sb3_safe.errors import ConfigError
+from sb3_safe.schedules import AdaptiveLearningRate
 from sb3_safe.zoo import parse_policy_kwargs_string
 
 PROFILE_ENVS = [
@@ -100,7 +101,7 @@ def error_of(tmp_path: Path, block: str, env_id: str = "Pendulum-v1", overrides:
         ("learnig_rate: 3e-4", "unknown key `learnig_rate`. Did you mean 'learning_rate'?"),
         ("learning_rate: -0.001", "`learning_rate` = -0.001 is out of range: must be > 0"),
         ("learning_rate: lin_-1", "`learning_rate` = -1 is out of range: must be > 0"),
-        ("learning_rate: fast", "`learning_rate` = 'fast' is not a number or lin_<number>"),
+        ("learning_rate: fast", "`learning_rate` = 'fast' is not a number, lin_<number> or adaptive_<number>"),
         ("gamma: 1.5", "`gamma` = 1.5 is out of range: must be in (0, 1]"),
         ("gamma: 0", "`gamma` = 0 is out of range: must be in (0, 1]"),
         ("n_steps: 10.5", "`n_steps` = 10.5 is not a whole number"),
@@ -114,6 +115,12 @@ def error_of(tmp_path: Path, block: str, env_id: str = "Pendulum-v1", overrides:
         ("callback: my.Callback", "`callback` (an rl-baselines3-zoo key) is not supported"),
         ("policy_kwargs: \"dict(activation_fn=__import__('os'))\"", "is not allowed. Only literals"),
         ("target_kl: null\nclip_range: null", "`clip_range` must not be null"),
+        ("desired_kl: 0.02", "`desired_kl` sets the adaptive learning rate but `learning_rate` = 0.0003 is not adaptive"),
+        ("learning_rate: adaptive_0.1", "`learning_rate` = 'adaptive_0.1': AdaptiveLearningRate `initial` = 0.1 is outside"),
+        ("learning_rate: adaptive_-1", "`learning_rate` = -1 is out of range: must be > 0"),
+        ("learning_rate: adaptive\nadaptive_lr_factor: 0.5", "`adaptive_lr_factor` = 0.5 is out of range: must be > 1"),
+        ("learning_rate: adaptive\nalgo: ppo", "`learning_rate` = 'adaptive' needs an sb3-safe algorithm"),
+        ("critic_learning_rate: adaptive", "`critic_learning_rate` = 'adaptive': only learning_rate adapts"),
     ],
 )
 def test_bad_values_are_one_line_errors_naming_key_value_and_range(tmp_path: Path, block: str, expected: str):
@@ -237,6 +244,20 @@ def test_policy_kwargs_strings_are_parsed_not_evaluated():
     for hostile in ["__import__('os').system('true')", "dict(x=open('f'))", "dict(**globals())", "[x for x in ()]"]:
         with pytest.raises(ConfigError):
             parse_policy_kwargs_string(hostile)
+
+
+def test_adaptive_learning_rate_is_built_from_its_keys(tmp_path: Path):
+    profile = write(
+        tmp_path,
+        "Pendulum-v1: {learning_rate: adaptive_1e-3, desired_kl: 0.02, adaptive_lr_factor: 2, adaptive_lr_max: 0.005}\n",
+    )
+    kwargs = load_config(profile, "Pendulum-v1").algorithm_kwargs()
+    rate = kwargs["learning_rate"]
+    assert isinstance(rate, AdaptiveLearningRate)
+    assert (rate.value, rate.desired_kl, rate.factor, rate.min_lr, rate.max_lr) == (1e-3, 0.02, 2.0, 1e-5, 0.005)
+    assert not {"desired_kl", "adaptive_lr_factor", "adaptive_lr_max"} & set(kwargs)  # not SafePPO arguments
+    default = load_config(profile, "Pendulum-v1", {"learning_rate": "adaptive"}).algorithm_kwargs()["learning_rate"]
+    assert isinstance(default, AdaptiveLearningRate) and default.value == 3e-4
 
 
 def test_every_schema_key_is_documented():

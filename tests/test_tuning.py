@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from sb3_safe.cli import main
 from sb3_safe.config import load_config
 from sb3_safe.errors import ConfigError
+from sb3_safe.schedules import AdaptiveLearningRate
 from sb3_safe.tuning import ObjectiveSettings, TuneSettings, load_space, open_study, run_tuning, score
 from sb3_safe.tuning.report import write_report
 from sb3_safe.tuning.space import DEFAULT_SPACE
@@ -66,6 +67,17 @@ def test_default_space_loads_and_covers_the_safe_parameters():
     assert DEFAULT_SPACE.is_file()
 
 
+def test_prefixed_number_samples_the_adaptive_rate(tmp_path: Path):
+    path = tmp_path / "space.yml"
+    path.write_text("learning_rate: {type: loguniform, low: 1e-4, high: 1e-3, prefix: adaptive_}\n")
+    space = load_space(path)
+    trial = optuna.trial.FixedTrial({"learning_rate": 5e-4})
+    assert space.sample(trial) == {"learning_rate": "adaptive_0.0005"}  # type: ignore[arg-type]
+    assert space.overrides_of({"learning_rate": 5e-4}) == {"learning_rate": "adaptive_0.0005"}
+    rate = load_config("safe", "Pendulum-v1", space.sample(trial)).algorithm_kwargs()["learning_rate"]  # type: ignore[arg-type]
+    assert isinstance(rate, AdaptiveLearningRate) and rate.value == 5e-4
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
@@ -87,6 +99,8 @@ def test_default_space_loads_and_covers_the_safe_parameters():
         ),
         ("limits: {max_grad_steps: 1}", "unknown limit 'max_grad_steps'. Did you mean 'max_grad_steps_per_env_step'?"),
         ("[1, 2", "is not valid YAML"),
+        ("learning_rate: {type: loguniform, low: 1e-4, high: 1e-3, prefix: adaptiv_}", "`prefix` = 'adaptiv_' is not known"),
+        ("gamma: {type: uniform, low: 0.9, high: 0.99, prefix: lin_}", "unknown field `prefix`"),
     ],
 )
 def test_malformed_space_is_a_one_line_error(tmp_path: Path, text: str, expected: str):

@@ -16,6 +16,7 @@ from sb3_safe.confirmation import SnapshotConfirmer
 from sb3_safe.health import Finding, gain_lost
 from sb3_safe.options import CountOrZero, Factor, OptionError, check_fields
 from sb3_safe.runs import RunFolder, append_jsonl, save_with_stats
+from sb3_safe.schedules import adaptive_rate_of
 from sb3_safe.snapshots import Snapshot, restore_snapshot, take_snapshot
 
 __all__ = ["RollbackCallback", "RollbackOptions", "ScaledSchedule"]
@@ -208,7 +209,11 @@ class RollbackCallback(BaseCallback):
             self._stop(reasons)
             return
         self.rollbacks += 1
-        self.model.lr_schedule = ScaledSchedule(self.model.lr_schedule, self.options.lr_factor)
+        adaptive = adaptive_rate_of(self.model)
+        if adaptive is not None:
+            adaptive.back_off(self.options.lr_factor)  # the rate and its ceiling (the rule would climb back)
+        else:
+            self.model.lr_schedule = ScaledSchedule(self.model.lr_schedule, self.options.lr_factor)
         critic = getattr(self.model, "critic_lr_schedule", None)
         if critic is not None:
             self.model.critic_lr_schedule = ScaledSchedule(critic, self.options.lr_factor)  # type: ignore[attr-defined]

@@ -7,6 +7,7 @@ Format (``hyperparams/spaces/safe_ppo.yml`` is the default)::
     gamma: {type: one_minus_loguniform, low: 1e-4, high: 0.03}    # gamma = 1 - x
     n_epochs: {type: categorical, choices: [3, 5, 10, 20]}
     policy_kwargs.net_arch: {type: categorical, choices: {small: [64], medium: [64, 64]}}
+    learning_rate: {type: loguniform, low: 1e-4, high: 3e-3, prefix: adaptive_}   # adaptive_<number>
     limits: {max_grad_steps_per_env_step: 0.3}
 
 Keys are profile keys (dotted for ``policy_kwargs``), checked against the profile schema.
@@ -41,6 +42,8 @@ def default_space(algo: str = "safe_ppo") -> Path:
 
 
 KINDS = ("loguniform", "uniform", "int", "categorical", "one_minus_loguniform")
+#: ``prefix`` of a schedule key's number: none, rl-zoo's linear schedule, the KL-adaptive rate
+PREFIXES = ("", "lin_", "adaptive_")
 LIMITS = {"max_grad_steps_per_env_step": "gradient steps per environment step, n_epochs / batch_size"}
 
 
@@ -55,8 +58,16 @@ class Param:
     log: bool = False
     #: For categorical: Optuna's stored choice -> the profile value
     choices: tuple[tuple[Any, Any], ...] = ()
+    #: For a schedule key: the sampled number becomes ``<prefix><number>`` (``adaptive_``, ``lin_``)
+    prefix: str = ""
 
     def sample(self, trial: optuna.Trial) -> Any:
+        return self._profile_value(self._suggest(trial))
+
+    def _profile_value(self, number: Any) -> Any:
+        return f"{self.prefix}{number!r}" if self.prefix else number
+
+    def _suggest(self, trial: optuna.Trial) -> Any:
         if self.kind == "categorical":
             names = [name for name, _ in self.choices]
             picked = trial.suggest_categorical(self.key, names)
@@ -73,7 +84,7 @@ class Param:
             return 1.0 - params[f"one_minus_{self.key}"]
         if self.kind == "categorical":
             return dict(self.choices)[params[self.key]]
-        return params[self.key]
+        return self._profile_value(params[self.key])
 
 
 @dataclass(frozen=True)
@@ -132,6 +143,8 @@ def _param(source: Path, key: str, spec: Any) -> Param:
         )
     kind = spec["type"]
     expected = {"categorical": {"type", "choices"}}.get(kind, {"type", "low", "high"} | ({"log"} if kind == "int" else set()))
+    if kind in ("loguniform", "uniform") and SCHEMA[head].kind == "schedule":
+        expected = expected | {"prefix"}
     unknown = set(spec) - expected
     if unknown:
         name = sorted(unknown)[0]
@@ -163,7 +176,13 @@ def _param(source: Path, key: str, spec: Any) -> Param:
         raise ConfigError(f"{where}: a log scale needs `low` > 0, got {low:g}")
     if kind == "int" and not (low.is_integer() and high.is_integer()):
         raise ConfigError(f"{where}: int bounds must be whole numbers, got {low:g} and {high:g}")
-    return Param(key, kind, low, high, log=bool(spec.get("log", False)))
+    prefix = spec.get("prefix", "")
+    if prefix not in PREFIXES:
+        raise ConfigError(
+            f"{where}: `prefix` = {prefix!r} is not known.{did_you_mean(str(prefix), PREFIXES)} "
+            f"Use one of {', '.join(p for p in PREFIXES if p)} (adaptive_: the KL-adaptive rate starting at the number)"
+        )
+    return Param(key, kind, low, high, log=bool(spec.get("log", False)), prefix=prefix)
 
 
 def load_space(path: Path | None = None, algo: str = "safe_ppo") -> SearchSpace:
