@@ -19,6 +19,9 @@ from typing import TYPE_CHECKING, NoReturn
 import torch as th
 
 from sb3_safe.errors import UserError
+from sb3_safe.faults import STRESSES
+
+STRESS_NAMES = tuple(STRESSES)
 
 if TYPE_CHECKING:
     from sb3_safe.training import TrainResult
@@ -53,6 +56,20 @@ def _positive_int(text: str) -> int:
     if value < 1 or not value.is_integer():
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 1")
     return int(value)
+
+
+def _names(text: str) -> tuple[str, ...]:
+    """A comma-separated list of stress names (:data:`sb3_safe.faults.STRESSES`)."""
+    from sb3_safe.errors import did_you_mean
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    for name in names:
+        if name not in STRESS_NAMES:
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a stress.{did_you_mean(name, STRESS_NAMES)} Use a comma-separated list of "
+                + ", ".join(STRESS_NAMES)
+            )
+    return names
 
 
 def _positive_float(text: str) -> float:
@@ -168,6 +185,20 @@ def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--space", type=Path, help="search-space YAML (default: hyperparams/spaces/safe_ppo.yml)")
     p.add_argument("--out", type=Path, help="output folder (default: tune-results/<study name>)")
     p.add_argument("--seed", type=int, default=0, help="first seed of each trial (default: %(default)s)")
+    p.add_argument(
+        "--stress",
+        type=_names,
+        default=(),
+        metavar="NAMES",
+        help="also train each seed under these faults and score the worst condition, e.g. outliers,nan-obs "
+        "(names: " + ", ".join(STRESS_NAMES) + ")",
+    )
+    p.add_argument(
+        "--stress-score",
+        choices=("worst", "mean"),
+        default="worst",
+        help="how the clean and stressed scores combine (default: %(default)s)",
+    )
     p.add_argument(
         "--heartbeat", type=_positive_int, default=30, help="seconds between trial heartbeats (default: %(default)s)"
     )
@@ -308,6 +339,8 @@ def _tune(args: argparse.Namespace) -> int:
         eval_episodes=args.eval_episodes,
         trial_timeout=args.trial_timeout,
         seed=args.seed,
+        stresses=args.stress,
+        stress_score=args.stress_score,
     )
     name = args.study_name or f"{args.env.split(':')[-1]}-{Path(args.profile).stem}"
     settings = TuneSettings(

@@ -11,13 +11,23 @@ fault happens at the same place in every run.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal, SupportsFloat
 
 import gymnasium as gym
 import numpy as np
 import torch as th
 
-__all__ = ["FAULTS", "NonFiniteInjection", "RewardOutliers", "RewardScale", "corrupt_gradients", "make_fault_wrapper"]
+__all__ = [
+    "FAULTS",
+    "STRESSES",
+    "NonFiniteInjection",
+    "RewardOutliers",
+    "RewardScale",
+    "corrupt_gradients",
+    "make_fault_wrapper",
+    "stress_wrapper",
+]
 
 
 class RewardScale(gym.RewardWrapper[Any, Any]):
@@ -132,7 +142,7 @@ FAULTS: dict[str, type[gym.Wrapper[Any, Any, Any, Any]]] = {
 }
 
 
-def make_fault_wrapper(name: str, **kwargs: Any) -> Any:
+def make_fault_wrapper(name: str, **kwargs: Any) -> Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]]:
     """
     :param name: One of :data:`FAULTS`
     :param kwargs: The wrapper's arguments
@@ -144,3 +154,30 @@ def make_fault_wrapper(name: str, **kwargs: Any) -> Any:
         return cls(env, **kwargs)
 
     return wrap
+
+
+#: Named stresses (``sb3-safe tune --stress``): a fault of :data:`FAULTS` and its arguments, with the
+#: names and settings of ``make bench``'s suite (benchmarks/suites/full.yml). A one-step fault gives
+#: ``at_fraction`` instead of ``at_step``: it strikes at that fraction of each copy's share of the run
+#: (0.4: step 10,000 of each of 4 copies in a 100,000-step run, as the suite's nan-obs).
+STRESSES: dict[str, dict[str, Any]] = {
+    "outliers": {"fault": "reward_outliers", "probability": 0.001, "magnitude": 1000.0},
+    "reward-x100": {"fault": "reward_scale", "scale": 100.0},
+    "reward-x0.001": {"fault": "reward_scale", "scale": 0.001},
+    "nan-obs": {"fault": "non_finite", "target": "obs", "at_fraction": 0.4},
+    "nan-reward": {"fault": "non_finite", "target": "reward", "at_fraction": 0.4},
+}
+
+
+def stress_wrapper(name: str, timesteps: int, n_envs: int) -> Callable[[gym.Env[Any, Any]], gym.Env[Any, Any]]:
+    """
+    :param name: A key of :data:`STRESSES`
+    :param timesteps: The run's length in environment steps (all copies together)
+    :param n_envs: How many copies share them
+    :return: The stress's wrapper, for ``make_vec_env``'s ``wrapper_class``
+    """
+    spec = dict(STRESSES[name])
+    fraction = spec.pop("at_fraction", None)
+    if fraction is not None:
+        spec["at_step"] = max(1, int(fraction * timesteps / n_envs))
+    return make_fault_wrapper(spec.pop("fault"), **spec)

@@ -17,9 +17,10 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_safe import SafePPO
+from sb3_safe.bench import load_suite
 from sb3_safe.callbacks import HealthMonitorCallback, NonFiniteGuardCallback, RollbackCallback, ScaledSchedule
 from sb3_safe.config import load_config
-from sb3_safe.faults import NonFiniteInjection, RewardOutliers, RewardScale, corrupt_gradients
+from sb3_safe.faults import STRESSES, NonFiniteInjection, RewardOutliers, RewardScale, corrupt_gradients, stress_wrapper
 from sb3_safe.health import HealthHistory
 from sb3_safe.training import train
 
@@ -160,6 +161,18 @@ def test_fault_wrappers():
     assert np.isfinite(nan.step(np.zeros(1))[0]).all()
     assert np.isnan(nan.step(np.zeros(1))[0]).all()
     assert np.isfinite(nan.step(np.zeros(1))[0]).all()
+
+
+def test_named_stresses_match_the_suite_and_place_one_step_faults_by_fraction():
+    suite = load_suite(Path(__file__).parents[1] / "benchmarks" / "suites" / "full.yml")
+    for name, spec in suite.stresses.items():
+        expected = {k: v for k, v in STRESSES[name].items() if k != "at_fraction"}
+        assert {k: v for k, v in spec.items() if k not in ("envs", "at_step")} == expected, name
+    # the suite's nan-obs: step 10,000 of each of 4 copies in a 100,000-step Pendulum-v1 run
+    nan = stress_wrapper("nan-obs", 100_000, 4)(gym.make("Pendulum-v1"))
+    assert isinstance(nan, NonFiniteInjection) and nan.at_step == suite.stresses["nan-obs"]["at_step"] == 10_000
+    scaled = stress_wrapper("reward-x100", 1000, 1)(gym.make("Pendulum-v1"))
+    assert isinstance(scaled, RewardScale) and scaled.scale == 100.0
 
 
 @pytest.mark.parametrize("target", ["obs", "reward"])

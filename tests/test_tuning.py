@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import os
+import re
 import time
 import warnings
 from pathlib import Path
@@ -19,6 +21,7 @@ from sb3_safe.config import load_config
 from sb3_safe.errors import ConfigError
 from sb3_safe.schedules import AdaptiveLearningRate
 from sb3_safe.tuning import ObjectiveSettings, TuneSettings, load_space, open_study, run_tuning, score
+from sb3_safe.tuning.objective import combine
 from sb3_safe.tuning.report import write_report
 from sb3_safe.tuning.space import DEFAULT_SPACE
 from sb3_safe.tuning.study import run_worker
@@ -110,6 +113,34 @@ def test_malformed_space_is_a_one_line_error(tmp_path: Path, text: str, expected
         load_space(path)
     assert expected in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_stress_aware_study_scores_the_worst_condition(tmp_path: Path):
+    config = settings(tmp_path, trials=1, pruner="none")
+    objective = ObjectiveSettings(
+        timesteps=256, seeds_per_trial=2, n_evaluations=2, eval_episodes=2, stresses=("nan-obs", "reward-x100")
+    )
+    config = dataclasses.replace(config, objective=objective)
+    study = run_tuning(config)
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE, trial.user_attrs.get("pruned_reason")
+    scores = [trial.user_attrs[f"score_{name}"] for name in ("clean", "nan-obs", "reward-x100")]
+    assert trial.value == min(scores)
+    # every condition and seed reported its evaluations at its own steps, clean first
+    assert sorted(trial.intermediate_values) == list(range(1, 13))
+    assert trial.user_attrs["curve_seed0"] == [trial.intermediate_values[1], trial.intermediate_values[2]]
+    assert trial.user_attrs["curve_nan-obs_seed1"] == [trial.intermediate_values[7], trial.intermediate_values[8]]
+    lines = write_report(study, config, load_space(config.space))
+    assert any("the worst of clean" in line for line in lines)
+    assert "score_nan-obs" in (config.out / "trials.csv").read_text().splitlines()[0]
+    mean = dataclasses.replace(objective, stress_score="mean")
+    assert combine(scores, mean.stress_score) == pytest.approx(sum(scores) / 3)
+
+
+def test_unknown_stress_is_a_one_line_error():
+    with pytest.raises(ConfigError, match=re.escape("--stress 'outlier' is not known. Did you mean 'outliers'?")):
+        ObjectiveSettings(timesteps=256, stresses=("outlier",))
+    assert main(["tune", "--stress", "nan-ob", "--trials", "1"]) == 2
 
 
 def test_gradient_budget_prunes_before_training(tmp_path: Path):

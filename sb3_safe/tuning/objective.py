@@ -6,8 +6,16 @@ evaluations; the trial's value is ``mean - spread_weight * std`` of those number
 configuration that is good on one lucky seed, or whose return swings between
 evaluations, scores below one that is reliably good.
 
-Each evaluation is reported to Optuna for pruning at step ``seed_index * n_evaluations + k``,
-so every trial reports the same steps in the same order.
+With ``stresses`` (``sb3-safe tune --stress outliers,nan-obs``), every seed is also trained on
+each stressed copy of the environment (:data:`sb3_safe.faults.STRESSES`; evaluation stays on
+the clean one, so returns compare), each condition is scored the same way, and the trial's
+value is the **worst** condition's score (``stress_score="mean"``: their mean). A configuration
+wins by being fast on the clean task *and* by surviving the faults; a stressed run that
+crashes, runs out of rollbacks or ends with non-finite weights prunes the trial.
+
+Each evaluation is reported to Optuna for pruning at step
+``(condition_index * seeds_per_trial + seed_index) * n_evaluations + k`` (the clean condition
+first), so every trial reports the same steps in the same order.
 """
 
 from __future__ import annotations
@@ -23,12 +31,13 @@ from stable_baselines3.common.callbacks import BaseCallback, EvalCallback
 
 from sb3_safe.build import build_run, safety_callbacks
 from sb3_safe.config import TrainConfig
-from sb3_safe.errors import ConfigError
+from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.evaluation import eval_callback_class
+from sb3_safe.faults import STRESSES, stress_wrapper
 from sb3_safe.multiagent.vec_env import count_agents
 from sb3_safe.tuning.space import SearchSpace
 
-__all__ = ["ObjectiveSettings", "TrialObjective", "score"]
+__all__ = ["STRESS_SCORES", "ObjectiveSettings", "TrialObjective", "combine", "score"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,37 @@ class ObjectiveSettings:
     #: Wall-clock budget of one trial in seconds (``None``: no limit); a trial over it is pruned
     trial_timeout: float | None = None
     seed: int = 0
+    #: Names of :data:`sb3_safe.faults.STRESSES` each seed is also trained under
+    stresses: tuple[str, ...] = ()
+    #: How the conditions' scores combine: ``"worst"`` (their minimum) or ``"mean"``
+    stress_score: str = "worst"
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.stresses if name not in STRESSES]
+        if unknown:
+            raise ConfigError(
+                f"--stress {unknown[0]!r} is not known.{did_you_mean(unknown[0], STRESSES)} "
+                f"Use a comma-separated list of {', '.join(STRESSES)}"
+            )
+        if self.stress_score not in STRESS_SCORES:
+            raise ConfigError(f"--stress-score {self.stress_score!r}: use one of {', '.join(STRESS_SCORES)}")
+
+    @property
+    def conditions(self) -> tuple[str | None, ...]:
+        """The clean environment (``None``), then each stress."""
+        return (None, *self.stresses)
+
+
+STRESS_SCORES = ("worst", "mean")
+
+
+def combine(scores: list[float], how: str = "worst") -> float:
+    """
+    :param scores: One score per condition (clean first)
+    :param how: ``"worst"`` or ``"mean"``
+    :return: The trial's value
+    """
+    return min(scores) if how == "worst" else statistics.fmean(scores)
 
 
 def score(returns: list[float], spread_weight: float = 1.0) -> float:
@@ -158,29 +198,40 @@ class TrialObjective:
             trial.set_user_attr("pruned_reason", str(reason))
             trial.set_user_attr("invalid", True)
             raise optuna.TrialPruned(str(reason)) from None
+        scores: list[float] = []
         try:
-            finals: list[float] = []
-            for index in range(self.settings.seeds_per_trial):
-                means = self._run_seed(trial, config, index, deadline)
-                finals.extend(means[-self.settings.last_evals :])
+            for position, stress in enumerate(self.settings.conditions):
+                finals: list[float] = []
+                for index in range(self.settings.seeds_per_trial):
+                    means = self._run_seed(trial, config, index, deadline, stress, position)
+                    finals.extend(means[-self.settings.last_evals :])
+                scores.append(score(finals, self.settings.spread_weight))
+                if stress is None:
+                    trial.set_user_attr("final_returns", finals)
+                else:
+                    trial.set_user_attr(f"score_{stress}", scores[-1])
         except _PruneTrialError as reason:
             trial.set_user_attr("pruned_reason", str(reason))
             trial.set_user_attr("timesteps_run", self._timesteps_run)
             raise optuna.TrialPruned(str(reason)) from None
         trial.set_user_attr("timesteps_run", self._timesteps_run)
-        value = score(finals, self.settings.spread_weight)
-        trial.set_user_attr("final_returns", finals)
+        if self.settings.stresses:
+            trial.set_user_attr("score_clean", scores[0])
         trial.set_user_attr("seconds", round(time.monotonic() - start, 2))
-        return value
+        return combine(scores, self.settings.stress_score)
 
-    def _run_seed(self, trial: optuna.Trial, config: TrainConfig, index: int, deadline: float | None) -> list[float]:
+    def _run_seed(
+        self, trial: optuna.Trial, config: TrainConfig, index: int, deadline: float | None, stress: str | None, position: int
+    ) -> list[float]:
         seed = self.settings.seed + index
+        wrapper = None if stress is None else stress_wrapper(stress, self.settings.timesteps, config.n_envs)
         try:
-            run = build_run(config, seed=seed)
+            run = build_run(config, seed=seed, env_wrapper=wrapper)
         except ConfigError as error:
             raise _PruneTrialError(f"invalid configuration: {error}") from None
         model = run.model
-        report, timer = _TrialReport(trial, index * self.settings.n_evaluations), _TrialDeadline(deadline)
+        offset = (position * self.settings.seeds_per_trial + index) * self.settings.n_evaluations
+        report, timer = _TrialReport(trial, offset), _TrialDeadline(deadline)
         evaluations = eval_callback_class(model, run.eval_env)(
             run.eval_env,
             callback_after_eval=report,
@@ -200,19 +251,20 @@ class TrialObjective:
         finally:
             self._timesteps_run += model.num_timesteps
             run.close()
+        where = f"seed {seed}" if stress is None else f"seed {seed} under {stress}"
         stop_reason = timer.stop_reason or report.stop_reason
         if stop_reason is not None:
-            raise _PruneTrialError(f"seed {seed}: {stop_reason}")
+            raise _PruneTrialError(f"{where}: {stop_reason}")
         if rollback is not None and rollback.exhausted:
-            raise _PruneTrialError(f"seed {seed}: rollbacks exhausted ({rollback.summary})")
+            raise _PruneTrialError(f"{where}: rollbacks exhausted ({rollback.summary})")
         if rollback is None and monitor is not None and monitor.critical_codes:
             codes = sorted(monitor.critical_codes)
-            raise _PruneTrialError(f"seed {seed}: critical health finding ({', '.join(codes)})")
+            raise _PruneTrialError(f"{where}: critical health finding ({', '.join(codes)})")
         if not report.means:
             raise _PruneTrialError(
-                f"seed {seed}: no evaluation ran (timesteps too small for {self.settings.n_evaluations} evaluations)"
+                f"{where}: no evaluation ran (timesteps too small for {self.settings.n_evaluations} evaluations)"
             )
-        trial.set_user_attr(f"curve_seed{index}", report.means)
+        trial.set_user_attr(f"curve_seed{index}" if stress is None else f"curve_{stress}_seed{index}", report.means)
         if not all(bool(th.isfinite(p).all()) for p in model.policy.parameters()):
-            raise _PruneTrialError(f"seed {seed}: non-finite parameters after training")
+            raise _PruneTrialError(f"{where}: non-finite parameters after training")
         return report.means

@@ -30,9 +30,11 @@ def best_profile(study: optuna.Study, settings: TuneSettings, space: SearchSpace
 
 
 def _write_trials_csv(study: optuna.Study, path: Path) -> None:
+    # score_clean, score_<stress>: each condition's score when the study trains under stresses
     trials = study.get_trials(deepcopy=False)
     params = sorted({name for trial in trials for name in trial.params})
-    attrs = ["pruned_reason", "seconds", "final_returns"]
+    scores = sorted({name for trial in trials for name in trial.user_attrs if name.startswith("score_")})
+    attrs = ["pruned_reason", "seconds", "final_returns", *scores]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["number", "state", "value", "duration_s", *params, *attrs])
@@ -93,11 +95,20 @@ def _plot_best_curve(trial: FrozenTrial, settings: TuneSettings, path: Path) -> 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     every = settings.objective.timesteps / settings.objective.n_evaluations
-    for index in range(settings.objective.seeds_per_trial):
-        curve = trial.user_attrs.get(f"curve_seed{index}", [])
-        ax.plot(
-            [every * (k + 1) for k in range(len(curve))], curve, marker="o", label=f"seed {settings.objective.seed + index}"
-        )
+    for position, stress in enumerate(settings.objective.conditions):
+        for index in range(settings.objective.seeds_per_trial):
+            key = f"curve_seed{index}" if stress is None else f"curve_{stress}_seed{index}"
+            curve = trial.user_attrs.get(key, [])
+            label = f"seed {settings.objective.seed + index}" + ("" if stress is None else f", {stress}")
+            ax.plot(
+                [every * (k + 1) for k in range(len(curve))],
+                curve,
+                marker="o",
+                linestyle="-" if stress is None else "--",
+                color=f"C{position}",
+                alpha=1.0 if index == 0 else 0.6,
+                label=label,
+            )
     ax.set_xlabel("environment steps")
     ax.set_ylabel("mean evaluation return")
     ax.set_title(f"best trial #{trial.number}: value {trial.value:.4g}")
@@ -144,7 +155,17 @@ def write_report(study: optuna.Study, settings: TuneSettings, space: SearchSpace
             lines.append(note)
         _plot_best_curve(best, settings, out / "best_curve.png")
     finals = best.user_attrs.get("final_returns")
-    lines.append(f"Best trial #{best.number}: value {best.value:.4g} (mean - std of the final returns {finals})")
+    if settings.objective.stresses:
+        conditions = ", ".join(
+            f"{name} {best.user_attrs[f'score_{name}']:.4g}"
+            for name in ("clean", *settings.objective.stresses)
+            if f"score_{name}" in best.user_attrs
+        )
+        lines.append(
+            f"Best trial #{best.number}: value {best.value:.4g}, the {settings.objective.stress_score} of {conditions}"
+        )
+    else:
+        lines.append(f"Best trial #{best.number}: value {best.value:.4g} (mean - std of the final returns {finals})")
     lines.extend(f"  {name}: {value}" for name, value in space.overrides_of(best.params).items())
     lines.append(f"Best profile: {out / 'best.yml'}; trials: {out / 'trials.csv'}; plots: {out}/*.png")
     url = storage_url(settings)

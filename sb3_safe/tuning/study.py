@@ -132,7 +132,8 @@ def _sampler(settings: TuneSettings) -> optuna.samplers.BaseSampler:
 
 
 def _pruner(settings: TuneSettings) -> optuna.pruners.BasePruner:
-    evaluations = settings.objective.n_evaluations * settings.objective.seeds_per_trial
+    objective = settings.objective
+    evaluations = objective.n_evaluations * objective.seeds_per_trial * len(objective.conditions)
     if settings.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=settings.n_startup_trials, n_warmup_steps=evaluations // 3)
     if settings.pruner == "halving":
