@@ -65,7 +65,8 @@ def test_default_space_loads_and_covers_the_safe_parameters():
     keys = {p.key for p in space.params}
     assert {"learning_rate", "n_steps", "batch_size", "n_epochs", "gamma", "gae_lambda", "ent_coef", "clip_range"} <= keys
     assert {"max_grad_norm", "policy_kwargs.net_arch", "critic_learning_rate", "target_kl", "huber_delta"} <= keys
-    assert {"clip_range_vf", "adv_norm_min_std"} <= keys
+    assert {"clip_range_vf", "adv_norm_min_std", "desired_kl", "adaptive_lr_factor"} <= keys
+    assert next(p for p in space.params if p.key == "learning_rate").prefix == "adaptive_"
     assert space.max_grad_steps_per_env_step == 0.3
     assert DEFAULT_SPACE.is_file()
 

@@ -21,6 +21,7 @@ first), so every trial reports the same steps in the same order.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from dataclasses import dataclass
@@ -188,6 +189,7 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         th.set_num_threads(1)
+        trial.set_user_attr("worker", os.getpid())  # which process ran it (benchmarks/tune.py: where the time goes)
         start = time.monotonic()
         deadline = None if self.settings.trial_timeout is None else start + self.settings.trial_timeout
         self._timesteps_run = 0

@@ -222,16 +222,20 @@ def run_tuning(settings: TuneSettings) -> optuna.Study:
                 f"the search space has sb3-safe-only `{safe_keys[0]}` but the profile's algo is {base.algo}; pass --space"
             )
     study = open_study(settings)
-    if settings.workers <= 1:
+    # This process is the first worker: it has torch, SB3 and the study loaded already and starts at
+    # once, while each extra worker process pays the start-up (about 4 s of imports; measured in
+    # benchmarks/tune.py). Extra workers are spawned, not forked: a fork of a process that has run
+    # torch can hang in OpenMP.
+    context = multiprocessing.get_context("spawn")
+    processes = [context.Process(target=_worker_entry, args=(settings,)) for _ in range(settings.workers - 1)]
+    for process in processes:
+        process.start()
+    try:
         run_worker(settings)
-    else:
-        context = multiprocessing.get_context("spawn")
-        processes = [context.Process(target=_worker_entry, args=(settings,)) for _ in range(settings.workers)]
-        for process in processes:
-            process.start()
+    finally:
         for process in processes:
             process.join()
-        failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
-        if failed and counted_trials(study) == 0:
-            raise ConfigError(f"every worker failed (exit codes {failed}); run with --workers 1 to see the error")
+    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+    if failed and counted_trials(study) == 0:
+        raise ConfigError(f"every worker failed (exit codes {failed}); run with --workers 1 to see the error")
     return open_study(settings)  # reloaded: the workers' trials, this process's sampler and pruner
