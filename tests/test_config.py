@@ -35,7 +35,7 @@ def test_shipped_profiles_validate_for_every_environment(profile: str, env_id: s
 
 
 def test_safe_profile_has_the_stabilizers():
-    values = load_config("safe", "Pendulum-v1").values
+    values = load_config("safe", "Ant-v5").values  # no block of its own: the default
     assert values["max_grad_norm"] == 0.5
     assert values["adv_norm_min_std"] == 0.01
     assert values["learning_rate"] == 3e-4
@@ -46,6 +46,22 @@ def test_safe_profile_has_the_stabilizers():
     assert values["normalize"]["norm_reward"] and values["normalize"]["clip_reward"] == 10.0
     assert values["normalize_value"] is True
     assert values["policy_kwargs"]["log_std_init"] == -0.5
+
+
+def test_retuned_pendulum_block_keeps_every_stabilizer_on():
+    config = load_config("safe", "Pendulum-v1")
+    values = config.values
+    rate = config.algorithm_kwargs()["learning_rate"]
+    assert isinstance(rate, AdaptiveLearningRate) and (rate.value, rate.max_lr, rate.desired_kl) == (1e-3, 1e-3, 0.02)
+    assert (values["kl_stop"], values["target_kl"], values["clip_range_vf"], values["max_grad_norm"]) == (
+        "epoch",
+        0.03,
+        1.0,
+        0.5,
+    )
+    assert values["normalize_value"] and values["value_loss"] == "blend" and values["adv_norm_min_std"] == 0.01
+    assert values["normalize"]["norm_reward"] and not values["normalize"]["norm_obs"]
+    assert values["health"] == {} and values["rollback"]["max_rollbacks"] == 3
 
 
 def test_baseline_profile_is_the_aggressive_config():
