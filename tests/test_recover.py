@@ -54,7 +54,7 @@ def test_baseline_checkpoint_resumes_under_safe_with_every_difference_applied(ba
     # optimizer: two groups, and every parameter carries its Adam moments bit for bit
     groups = model.policy.optimizer.param_groups
     assert [g["name"] for g in groups] == ["actor", "critic"]
-    assert [g["lr"] for g in groups] == [3e-4, 1e-3]
+    assert [g["lr"] for g in groups] == [1e-3, 1e-3]  # the block's adaptive rate starts at its 1e-3 ceiling
     old = saved.params["policy.optimizer"]
     names = [name for name, _ in model.policy.named_parameters()]  # the baseline's single group, in this order
     by_name = {name: old["state"][i] for i, name in enumerate(names)}
@@ -69,16 +69,16 @@ def test_baseline_checkpoint_resumes_under_safe_with_every_difference_applied(ba
         assert th.equal(model.policy.state_dict()[key], value)
     assert model.num_timesteps == 256 and built.start_timesteps == 256
     # the safe profile's algorithm settings apply
-    assert (model.max_grad_norm, model.value_loss, model.kl_stop, model.target_kl) == (0.5, "blend", "epoch", 0.015)
+    assert (model.max_grad_norm, model.value_loss, model.kl_stop, model.target_kl) == (0.5, "blend", "epoch", 0.03)
     # reward normalization on, observations raw as the checkpoint trained
     assert isinstance(built.venv, VecNormalize)
     assert built.venv.norm_reward and not built.venv.norm_obs
     text = "\n".join(built.resume_changes)
+    assert "observations" not in text  # raw in the checkpoint and in the Pendulum-v1 block: nothing to say
     for expected in [
-        "observations stay raw",
         "reward normalization on",
         "optimizer rebuilt with 2 parameter groups",
-        "learning_rate 0.005 -> 0.0003",
+        "learning_rate 0.005 -> adaptive (desired_kl 0.02, factor 1.5, bounds [1e-05, 0.001])",
         "critic_learning_rate None -> 0.001",
         "max_grad_norm inf -> 0.5",
         "value_loss mse -> blend",
@@ -302,4 +302,5 @@ def test_recover_a_plain_sb3_run_folder(tmp_path: Path):
     info = yaml.safe_load((recovery.result.run_dir / "config.yml").read_text())["run_info"]
     changes = "\n".join(info["resume_changes"])
     assert "normalize_value on" in changes and "optimizer rebuilt with 2 parameter groups" in changes
-    assert "observations stay" not in changes, "SB3's VecNormalize normalized observations, as the safe profile does"
+    # SB3's VecNormalize normalized observations; the Pendulum-v1 block would not: the checkpoint's choice is kept
+    assert "observations stay normalized as the checkpoint trained" in changes

@@ -188,7 +188,7 @@ def test_rollback_backs_off_rate_and_ceiling():
 
 def test_resume_continues_the_adapted_rate(tmp_path: Path):
     small = {"n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 4, "policy_kwargs": {"net_arch": [16]}}
-    adaptive = {"learning_rate": "adaptive_1e-3", "desired_kl": 0.002}
+    adaptive = {"learning_rate": "adaptive_1e-3", "desired_kl": 0.002, "adaptive_lr_max": 1e-2}
     run = train(load_config("safe", "Pendulum-v1", {**small, **adaptive, "n_timesteps": 768}), seed=0, runs_root=tmp_path)
     trained = SafePPO.load(run.run_dir / "model.zip").learning_rate
     assert isinstance(trained, AdaptiveLearningRate) and trained.value != 1e-3

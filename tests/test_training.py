@@ -21,7 +21,15 @@ from sb3_safe.errors import ConfigError
 from sb3_safe.runs import atomic_write, save_with_stats, stats_path_for
 from sb3_safe.training import evaluate, train
 
-SMALL = {"n_envs": 2, "n_steps": 64, "batch_size": 64, "n_epochs": 2, "policy_kwargs": {"net_arch": [16]}}
+# Observation normalization on (the Pendulum-v1 block trains on raw observations): the resume tests check both statistics.
+SMALL = {
+    "n_envs": 2,
+    "n_steps": 64,
+    "batch_size": 64,
+    "n_epochs": 2,
+    "policy_kwargs": {"net_arch": [16]},
+    "normalize": {"norm_obs": True},
+}
 
 
 def small_config(env_id: str = "Pendulum-v1", profile: str = "safe", steps: int = 512):
