@@ -29,6 +29,9 @@ class SafePPO(SafeUpdateMixin, PPO):
     gradient norms, skipped updates, epochs run), because SB3's logger is cleared at
     every dump and callbacks need these numbers.
 
+    ``learning_rate`` also takes an :class:`sb3_safe.schedules.AdaptiveLearningRate`: the rate
+    then follows the approximate KL divergence each update reaches (rsl_rl's adaptive schedule).
+
     :param policy: The policy model to use (MlpPolicy, CnnPolicy, ...)
     :param env: The environment to learn from (if registered in Gym, can be str)
     :param args: PPO's positional arguments, see :class:`stable_baselines3.PPO`

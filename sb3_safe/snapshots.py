@@ -3,8 +3,7 @@ Snapshots: everything a rollback restores, as plain data, with functions to take
 
 A snapshot holds deep copies of the policy's ``state_dict`` (value-normalizer statistics
 included), the optimizer's state, the VecNormalize statistics and an adaptive learning
-rate's state, in memory. Restoring one
-puts every tensor back bit for bit.
+rate's state, in memory. Restoring one puts every tensor back bit for bit.
 """
 
 from __future__ import annotations
