@@ -38,7 +38,7 @@ from sb3_safe.faults import STRESSES, stress_wrapper
 from sb3_safe.multiagent.vec_env import count_agents
 from sb3_safe.tuning.space import SearchSpace
 
-__all__ = ["STRESS_SCORES", "ObjectiveSettings", "TrialObjective", "combine", "score"]
+__all__ = ["STRESS_SCORES", "ObjectiveSettings", "TrialObjective", "combine", "curve_key", "score"]
 
 
 @dataclass(frozen=True)
@@ -76,6 +76,11 @@ class ObjectiveSettings:
 
 
 STRESS_SCORES = ("worst", "mean")
+
+
+def curve_key(stress: str | None, seed_index: int) -> str:
+    """:return: The trial attribute holding a seed's evaluation curve under ``stress`` (``None``: clean)"""
+    return f"curve_seed{seed_index}" if stress is None else f"curve_{stress}_seed{seed_index}"
 
 
 def combine(scores: list[float], how: str = "worst") -> float:
@@ -210,15 +215,13 @@ class TrialObjective:
                 scores.append(score(finals, self.settings.spread_weight))
                 if stress is None:
                     trial.set_user_attr("final_returns", finals)
-                else:
-                    trial.set_user_attr(f"score_{stress}", scores[-1])
+                if self.settings.stresses:
+                    trial.set_user_attr(f"score_{stress or 'clean'}", scores[-1])
         except _PruneTrialError as reason:
             trial.set_user_attr("pruned_reason", str(reason))
             trial.set_user_attr("timesteps_run", self._timesteps_run)
             raise optuna.TrialPruned(str(reason)) from None
         trial.set_user_attr("timesteps_run", self._timesteps_run)
-        if self.settings.stresses:
-            trial.set_user_attr("score_clean", scores[0])
         trial.set_user_attr("seconds", round(time.monotonic() - start, 2))
         return combine(scores, self.settings.stress_score)
 
@@ -266,7 +269,7 @@ class TrialObjective:
             raise _PruneTrialError(
                 f"{where}: no evaluation ran (timesteps too small for {self.settings.n_evaluations} evaluations)"
             )
-        trial.set_user_attr(f"curve_seed{index}" if stress is None else f"curve_{stress}_seed{index}", report.means)
+        trial.set_user_attr(curve_key(stress, index), report.means)
         if not all(bool(th.isfinite(p).all()) for p in model.policy.parameters()):
             raise _PruneTrialError(f"{where}: non-finite parameters after training")
         return report.means

@@ -13,6 +13,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sb3_safe.config import load_config
 from sb3_safe.plots import pyplot
+from sb3_safe.tuning.objective import curve_key
 from sb3_safe.tuning.space import SearchSpace
 from sb3_safe.tuning.study import TuneSettings, storage_url
 
@@ -97,8 +98,7 @@ def _plot_best_curve(trial: FrozenTrial, settings: TuneSettings, path: Path) -> 
     every = settings.objective.timesteps / settings.objective.n_evaluations
     for position, stress in enumerate(settings.objective.conditions):
         for index in range(settings.objective.seeds_per_trial):
-            key = f"curve_seed{index}" if stress is None else f"curve_{stress}_seed{index}"
-            curve = trial.user_attrs.get(key, [])
+            curve = trial.user_attrs.get(curve_key(stress, index), [])
             label = f"seed {settings.objective.seed + index}" + ("" if stress is None else f", {stress}")
             ax.plot(
                 [every * (k + 1) for k in range(len(curve))],
