@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-calibration bench-health bench-soak bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-calibration bench-recover bench-health bench-soak bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -108,6 +108,10 @@ bench-marl: $(STAMP)
 # The detectors against the benchmark's own evaluation rule, over a folder of finished runs.
 bench-calibration: $(STAMP)
 	$(PY) benchmarks/calibration.py $(or $(ARGS),bench-results/full)
+
+# The suite's baseline Pendulum-v1 runs continued with `sb3-safe recover` (benchmarks/recover.py).
+bench-recover: $(STAMP)
+	$(PY) benchmarks/recover.py $(ARGS)
 
 bench-health: $(STAMP)
 	$(PY) benchmarks/health.py $(ARGS)

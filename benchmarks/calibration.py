@@ -23,6 +23,7 @@ from pathlib import Path
 
 from sb3_safe.diagnose import diagnose
 from sb3_safe.errors import UserError
+from sb3_safe.health import evaluation_collapse
 from sb3_safe.recover import run_thresholds
 from sb3_safe.runs import RunFolder
 
@@ -31,12 +32,11 @@ def _verdict(folder: RunFolder) -> str:
     result = folder.read_result()
     if not result or result.get("crashed"):
         return "crashed"
-    _, means = folder.evaluations()
+    steps, means = folder.evaluations()
     final = float(result.get("eval_mean_return", math.nan))
     if not means or not math.isfinite(final):
         return "unknown"
-    gain = max(means) - means[0]
-    return "collapsed" if gain > 0 and max(means) - final > 0.5 * gain else "healthy"
+    return "collapsed" if evaluation_collapse(steps, means, final, int(result.get("num_timesteps", 0))) else "healthy"
 
 
 def _codes(findings: list[tuple[str, int]]) -> str:
@@ -58,7 +58,9 @@ def main() -> None:
             (str(e["code"]), int(e["timestep"])) for e in folder.health_events(("finding",)) if e.get("severity") == "critical"
         ]
         try:
-            replay = [(f.code, f.timestep) for f in diagnose(run, run_thresholds(folder)).findings if f.severity == "critical"]
+            # The training log's detectors only: the evaluations are what the rule above judges.
+            diagnosis = diagnose(run, run_thresholds(folder), evaluations=False)
+            replay = [(f.code, f.timestep) for f in diagnosis.findings if f.severity == "critical"]
         except UserError as error:
             replay = [(f"unreadable: {error}", 0)]
         name = str(run.relative_to(args.root))

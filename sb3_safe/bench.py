@@ -19,7 +19,8 @@ Definitions used in the table:
 
 - **crash**: training raised (for example torch rejecting a NaN action distribution).
 - **collapse**: the final evaluation return lost more than half of the best gain, i.e.
-  ``best - final > 0.5 * (best - first)`` over the run's periodic evaluations; a crashed run counts
+  ``best - final > 0.5 * (best - first)`` over the run's periodic evaluations
+  (:func:`sb3_safe.health.evaluation_collapse`, which ``sb3-safe diagnose`` also applies); a crashed run counts
   as a crash, not a collapse.
 - **IQM**: interquartile mean over seeds (the mean of the middle 50%, as rliable recommends),
   interpolated for fewer than 4 seeds as the mean of the values within the 25th-75th percentile range.
@@ -44,6 +45,7 @@ import yaml
 
 from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.faults import FAULTS, make_fault_wrapper
+from sb3_safe.health import evaluation_collapse
 from sb3_safe.runs import RunFolder
 
 __all__ = ["Job", "Suite", "iqm", "load_suite", "run_suite"]
@@ -205,9 +207,8 @@ def _collect(job: Job, out: Path, threshold: float | None) -> dict[str, Any]:
     row["final_return"] = result.get("eval_mean_return", float("nan"))
     row["best_return"] = max(means) if means else float("nan")
     row["first_return"] = means[0] if means else float("nan")
-    gain = row["best_return"] - row["first_return"]
     final = row["final_return"]
-    row["collapsed"] = (not row["crashed"]) and math.isfinite(final) and gain > 0 and row["best_return"] - final > 0.5 * gain
+    row["collapsed"] = not row["crashed"] and evaluation_collapse(steps, means, final, 0) is not None
     row["steps_per_s"] = result.get("steps_per_s", float("nan"))
     reached = next((s for s, m in zip(steps, means, strict=True) if threshold is not None and m >= threshold), None)
     speed = row["steps_per_s"]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from sb3_safe.errors import RunFolderError
-from sb3_safe.health import SEVERITY_RANK, Finding, Thresholds, scan
+from sb3_safe.health import SEVERITY_RANK, Finding, Thresholds, evaluation_collapse, evaluation_noise_floor, scan
 from sb3_safe.runs import RunFolder
 
 __all__ = ["PLOT_ROWS", "Diagnosis", "diagnose", "iter_history", "load_history"]
@@ -236,11 +236,15 @@ class Diagnosis:
         )
 
 
-def diagnose(path: Path, thresholds: Thresholds | None = None, target_kl: float | None = None) -> Diagnosis:
+def diagnose(
+    path: Path, thresholds: Thresholds | None = None, target_kl: float | None = None, evaluations: bool = True
+) -> Diagnosis:
     """
     :param path: A run folder, a ``progress.csv``, or TensorBoard events
     :param thresholds: Detector thresholds
     :param target_kl: The run's ``target_kl`` (read from an sb3-safe run folder's config.yml when not given)
+    :param evaluations: Also judge the run folder's evaluations (:func:`~sb3_safe.health.evaluation_collapse`:
+        the final evaluation against the periodic ones); ``False``: the training log's detectors only
     :return: The findings, one per episode of trouble
     """
     rows, source = iter_history(path)
@@ -250,9 +254,25 @@ def diagnose(path: Path, thresholds: Thresholds | None = None, target_kl: float 
     findings = scan((sample.add(row) for row in rows), thresholds, target)
     if not sample.count:
         raise _no_updates(source)
+    if evaluations and folder is not None and (collapse := _evaluation_collapse(folder)) is not None:
+        findings.append(collapse)
     events = [] if folder is None else folder.health_events(("rollback", "stopped"))
     run = folder.path if folder is not None else (source.parent if source.name == "progress.csv" else None)
     return Diagnosis(source, sample.rows(), findings, events, updates=sample.count, run=run)
+
+
+def _evaluation_collapse(folder: RunFolder) -> Finding | None:
+    """
+    The finished run's final evaluation against its periodic ones (``None`` without both); gains and
+    losses within the evaluations' noise do not count (a 5-episode Pendulum evaluation swings by 100).
+    """
+    result = folder.read_result()
+    if not result or result.get("crashed") or "eval_mean_return" not in result:
+        return None
+    steps, means = folder.evaluations()
+    final_step = int(result.get("num_timesteps", steps[-1] if steps else 0))
+    noise = evaluation_noise_floor(folder.evaluation_noise())
+    return evaluation_collapse(steps, means, float(result["eval_mean_return"]), final_step, noise=noise)
 
 
 #: Rows kept for the plot of a long log (thinned evenly beyond this).

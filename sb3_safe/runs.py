@@ -233,6 +233,20 @@ class RunFolder:
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
             return [], []
 
+    def evaluation_noise(self) -> float:
+        """
+        :return: The median standard error of the periodic evaluations' means (episode returns' std over the
+            square root of their number); 0 with fewer than 2 episodes per evaluation, none, or a damaged file
+        """
+        try:
+            with np.load(self.evaluations_file) as data:
+                results = np.asarray(data["results"], dtype=np.float64)
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError):
+            return 0.0
+        if results.ndim != 2 or results.shape[0] == 0 or results.shape[1] < 2:
+            return 0.0
+        return float(np.median(results.std(axis=1, ddof=1) / np.sqrt(results.shape[1])))
+
     def checkpoints(self) -> list[tuple[int, Path]]:
         """:return: The complete checkpoints ``(steps, model path)``, oldest first; temporary files are not checkpoints"""
         return list_checkpoints(self.checkpoints_dir)

@@ -18,8 +18,10 @@ from sb3_safe.cli import main
 from sb3_safe.config import load_config
 from sb3_safe.diagnose import diagnose
 from sb3_safe.errors import CheckpointError
+from sb3_safe.health import evaluation_collapse, evaluation_noise_floor
 from sb3_safe.recover import choose_checkpoint, find_trouble, recover
 from sb3_safe.resume import read_saved
+from sb3_safe.runs import RunFolder
 from sb3_safe.training import train
 from sb3_safe.value_norm import ValueNormalizer
 from tests.algorithms import predict_values
@@ -228,6 +230,60 @@ def test_trouble_a_rollback_dealt_with_is_no_trouble(tmp_path: Path):
     handled = write_run(tmp_path / "b", returns, losses, rollback_at=first.timestep)
     later = find_trouble(handled)
     assert later is None or later.timestep > first.timestep
+
+
+def test_evaluation_collapse_by_hand():
+    steps, means = [5_000, 50_000, 95_000], [-1200.0, -300.0, -108.0]  # gain 1,092
+    found = evaluation_collapse(steps, means, final=-700.0, final_step=100_000)  # gives back 592 / 1,092 = 54%
+    assert found is not None and found.code == "evaluation_collapse" and found.severity == "critical"
+    assert (found.timestep, found.onset) == (100_000, 95_000)
+    assert found.values["fraction_lost"] == pytest.approx(592 / 1092, abs=1e-4)
+    assert evaluation_collapse(steps, means, final=-600.0, final_step=100_000) is None  # 45%: kept most of it
+    assert evaluation_collapse(steps, [-100.0, -300.0, -500.0], final=-900.0, final_step=100_000) is None  # no gain
+    assert evaluation_collapse(steps, means, final=float("nan"), final_step=100_000) is None
+    assert evaluation_collapse([], [], final=-700.0, final_step=100_000) is None
+
+
+def test_evaluation_collapse_within_the_noise_is_none(tmp_path: Path):
+    """A run that started near its best (a recovered one): 5-episode evaluations swing more than it gains."""
+    steps, means = [85_000, 90_000, 95_000, 100_000], [-183.0, -129.0, -154.0, -130.0]
+    assert evaluation_collapse(steps, means, final=-168.0, final_step=100_480) is not None  # 72% of a 54 gain
+    floor = evaluation_noise_floor(34.0)
+    assert floor == pytest.approx(2 * 2**0.5 * 34.0)
+    assert evaluation_collapse(steps, means, final=-168.0, final_step=100_480, noise=floor) is None
+    # a real collapse is far outside the noise
+    assert evaluation_collapse(steps, means[:2], final=-1100.0, final_step=100_480, noise=floor) is None  # gain 54
+    assert evaluation_collapse([1, 2], [-1500.0, -140.0], final=-1100.0, final_step=3, noise=floor) is not None
+    # the standard error read from the run folder: episode returns (1, 3) and (2, 6): 1 and 2, median 1.5
+    folder = tmp_path / "run"
+    (folder / "eval").mkdir(parents=True)
+    np.savez(folder / "eval" / "evaluations.npz", timesteps=np.array([1, 2]), results=np.array([[1.0, 3.0], [2.0, 6.0]]))
+    assert RunFolder(folder).evaluation_noise() == pytest.approx(1.5)
+    assert RunFolder(tmp_path / "none").evaluation_noise() == 0.0
+
+
+def test_a_run_whose_final_evaluation_collapsed_goes_back_to_its_best_evaluation(tmp_path: Path):
+    """The training return still climbs (no detector fires) but the greedy policy fell apart at the end."""
+    run = write_run(tmp_path / "spoiled", [-1200.0 + 30 * i for i in range(40)], [0.004] * 40)
+    assert find_trouble(run) is None
+    (run / "eval").mkdir()
+    np.savez(
+        run / "eval" / "evaluations.npz",
+        timesteps=np.array([10_000, 20_000, 30_000]),
+        results=np.array([[-1100.0] * 2, [-150.0] * 2, [-400.0] * 2]),
+    )
+    (run / "result.json").write_text(json.dumps({"num_timesteps": 40_000, "eval_mean_return": -900.0}))
+    trouble = find_trouble(run)
+    assert trouble is not None and trouble.code == "evaluation_collapse"
+    assert (trouble.onset, trouble.timestep) == (20_000, 40_000)
+    assert diagnose(run).recover_command == f"sb3-safe recover {run}"
+    # the calibration replays the training log's detectors alone: nothing there
+    assert diagnose(run, evaluations=False).findings == []
+    for steps in (10_000, 20_000, 30_000):
+        (run / "checkpoints" / f"model_{steps}_steps.zip").touch()
+    decided = recover(run, dry_run=True)
+    assert decided.checkpoint is not None and decided.checkpoint[0] == 20_000
+    assert "evaluation_collapse began at step 20,000 (critical at 40,000)" in decided.reason
 
 
 def test_an_unfinished_run_is_trouble_at_its_last_update(tmp_path: Path):
