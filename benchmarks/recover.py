@@ -9,7 +9,9 @@
    baseline's ``best_model.zip`` (the model of its best periodic evaluation) and the recovered
    ``model.zip``, each evaluated on ``--episodes`` episodes from the same seed. A periodic
    evaluation is 5 episodes and the best of 20 of them is the luckiest draw; evaluated on the same
-   episodes, the two models meet on equal terms. The recorded figures are printed too.
+   episodes, the two models meet on equal terms; their difference is paired, episode by episode
+   (Pendulum's return depends mostly on the start, which both models share). The recorded figures
+   are printed too.
 
 Prints a Markdown table (also written to ``OUT/recover.md``).
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 import argparse
 import math
 from pathlib import Path
+
+import numpy as np
 
 from sb3_safe.bench import load_suite, run_suite
 from sb3_safe.diagnose import diagnose
@@ -43,6 +47,12 @@ def _best_periodic(folder: RunFolder) -> tuple[float, int]:
     return means[best], steps[best]
 
 
+def _paired(a: list[float], b: list[float]) -> str:
+    """Mean difference of two models' returns on the same episodes, with its standard error."""
+    diff = np.asarray(a) - np.asarray(b)
+    return f"{diff.mean():+,.1f} ± {diff.std(ddof=1) / np.sqrt(len(diff)):,.1f}"
+
+
 def _fmt(value: float) -> str:
     return f"{value:,.1f}" if math.isfinite(value) else "-"
 
@@ -60,7 +70,8 @@ def main() -> None:
     header = (
         "| seed | baseline: suite verdict | trouble found | checkpoint used | baseline: best periodic eval (step) "
         "| baseline: final eval | recovered: final eval | critical after recovery "
-        f"| baseline best model, {args.episodes} ep. | recovered model, {args.episodes} ep. |"
+        f"| baseline best model, {args.episodes} ep. | recovered model, {args.episodes} ep. "
+        "| recovered - baseline best, paired (± standard error) |"
     )
     columns = header.count("|") - 1
     lines = [header, "|" + "---|" * columns]
@@ -92,8 +103,9 @@ def main() -> None:
             _fmt(row["final_return"]),
             _fmt(float((RunFolder(child).read_result() or {}).get("eval_mean_return", math.nan))),
             ", ".join(f"{f.code}@{f.timestep:,}" for f in after) or "0",
-            f"{parent_best.mean:,.1f} +- {parent_best.std:,.1f}",
-            f"{recovered.mean:,.1f} +- {recovered.std:,.1f}",
+            f"{parent_best.mean:,.1f} ± {parent_best.std:,.1f}",
+            f"{recovered.mean:,.1f} ± {recovered.std:,.1f}",
+            _paired(recovered.returns, parent_best.returns),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)

@@ -15,7 +15,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_safe.multiagent import TeamEvalCallback, evaluate_team
 from sb3_safe.multiagent.vec_env import unwrap_pettingzoo
 
-__all__ = ["eval_callback_class", "evaluate_model", "is_masked"]
+__all__ = ["episode_returns", "eval_callback_class", "evaluate_model", "is_masked"]
 
 
 def is_masked(model: OnPolicyAlgorithm) -> bool:
@@ -40,20 +40,37 @@ def eval_callback_class(model: OnPolicyAlgorithm, eval_env: VecEnv) -> type[Eval
     return EvalCallback
 
 
-def evaluate_model(model: OnPolicyAlgorithm, venv: VecEnv, episodes: int, deterministic: bool = True) -> tuple[float, float]:
+def episode_returns(model: OnPolicyAlgorithm, venv: VecEnv, episodes: int, deterministic: bool = True) -> list[float]:
     """
-    :return: Mean and std of the episode returns (team returns on a PettingZoo environment)
+    :return: The return of each of ``episodes`` episodes (team returns on a PettingZoo environment),
+        in the order they ended
     """
     # SB3's evaluate_policy threads a recurrent policy's LSTM states; masks need sb3-contrib's;
     # a multi-agent episode is scored once, by its team return.
     if unwrap_pettingzoo(venv) is not None:
         team, _ = evaluate_team(model, venv, episodes, deterministic)
-        return float(np.mean(team)), float(np.std(team))
+        return [float(r) for r in team]
     if is_masked(model):
         from sb3_contrib.common.maskable.evaluation import evaluate_policy as evaluate_masked
 
-        mean, std = evaluate_masked(model, venv, n_eval_episodes=episodes, deterministic=deterministic)  # type: ignore[arg-type]
+        returns, _ = evaluate_masked(
+            model,  # type: ignore[arg-type]
+            venv,
+            n_eval_episodes=episodes,
+            deterministic=deterministic,
+            return_episode_rewards=True,
+        )
     else:
-        mean, std = evaluate_policy(model, venv, n_eval_episodes=episodes, deterministic=deterministic)
-    assert isinstance(mean, float) and isinstance(std, float)
-    return mean, std
+        returns, _ = evaluate_policy(
+            model, venv, n_eval_episodes=episodes, deterministic=deterministic, return_episode_rewards=True
+        )
+    assert isinstance(returns, list)
+    return [float(r) for r in returns]
+
+
+def evaluate_model(model: OnPolicyAlgorithm, venv: VecEnv, episodes: int, deterministic: bool = True) -> tuple[float, float]:
+    """
+    :return: Mean and std of the episode returns (team returns on a PettingZoo environment)
+    """
+    returns = episode_returns(model, venv, episodes, deterministic)
+    return float(np.mean(returns)), float(np.std(returns))

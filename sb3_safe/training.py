@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
 from sb3_safe.config import TrainConfig, load_config
 from sb3_safe.envs import load_vec_normalize, make_env
 from sb3_safe.errors import CheckpointError, ConfigError, RunFolderError
-from sb3_safe.evaluation import eval_callback_class, evaluate_model
+from sb3_safe.evaluation import episode_returns, eval_callback_class, evaluate_model
 from sb3_safe.runs import (
     AtomicCheckpointCallback,
     RunFolder,
@@ -70,6 +70,8 @@ class EvalResult:
     std: float
     episodes: int
     model_path: Path
+    #: Each episode's return, in the order they ended (the same episodes for every model evaluated with one seed)
+    returns: list[float] = field(default_factory=list)
 
 
 def show_progress_bar() -> bool:
@@ -393,6 +395,6 @@ def evaluate(
         venv.training = False
         venv.norm_reward = False
     model = load_model(config.algorithm_class, model_path, venv, device)
-    mean, std = evaluate_model(model, venv, episodes, deterministic)
+    returns = episode_returns(model, venv, episodes, deterministic)
     venv.close()
-    return EvalResult(mean, std, episodes, model_path)
+    return EvalResult(float(np.mean(returns)), float(np.std(returns)), episodes, model_path, returns)
