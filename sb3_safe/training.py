@@ -395,6 +395,8 @@ def evaluate(
         venv.training = False
         venv.norm_reward = False
     model = load_model(config.algorithm_class, model_path, venv, device)
+    # Loading re-seeds the environment with the model's training seed (SB3's set_random_seed): seed it again.
+    venv.seed(seed)
     returns = episode_returns(model, venv, episodes, deterministic)
     venv.close()
     return EvalResult(float(np.mean(returns)), float(np.std(returns)), episodes, model_path, returns)

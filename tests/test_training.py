@@ -89,6 +89,15 @@ def test_eval_uses_saved_statistics(finished_run: Path):
     assert evaluate(finished_run / "checkpoints" / "model_256_steps.zip", episodes=1).model_path.name == "model_256_steps.zip"
 
 
+def test_eval_keeps_each_episode_and_one_seed_gives_the_same_episodes(finished_run: Path):
+    """Two models on one seed meet the same starts: a paired comparison (make bench-recover) relies on it."""
+    final = evaluate(finished_run, episodes=3, seed=7)
+    assert len(final.returns) == 3
+    assert final.mean == pytest.approx(np.mean(final.returns)) and final.std == pytest.approx(np.std(final.returns))
+    assert evaluate(finished_run, episodes=3, seed=7).returns == final.returns
+    assert evaluate(finished_run, episodes=3, seed=8).returns != final.returns
+
+
 class RecordStart(BaseCallback):
     obs_rms: tuple[np.ndarray, np.ndarray, float]
     ret_rms: tuple[np.ndarray, np.ndarray, float]
