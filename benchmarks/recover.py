@@ -8,7 +8,7 @@
 3. Compare the baseline run's best against the recovered run's end **on the same episodes**: the
    baseline's ``best_model.zip`` (the model of its best periodic evaluation) and the recovered
    ``model.zip``, each evaluated on ``--episodes`` episodes from the same seed. A periodic
-   evaluation is 5 episodes and the best of 20 of them is the luckiest draw; evaluated on the same
+   evaluation is 5 episodes and the best of the suite's 10 is the luckiest draw; evaluated on the same
    episodes, the two models meet on equal terms; their difference is paired, episode by episode
    (Pendulum's return depends mostly on the start, which both models share). The recorded figures
    are printed too.
