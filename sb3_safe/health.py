@@ -43,6 +43,7 @@ __all__ = [
     "detect",
     "evaluation_collapse",
     "evaluation_noise_floor",
+    "evaluation_peak_before",
     "gain_lost",
     "scan",
 ]
@@ -859,6 +860,31 @@ def evaluation_collapse(
         "learning_rate (x0.3) and set target_kl: 0.015 with kl_stop: epoch.",
         onset=int(steps[best_index]),
     )
+
+
+def evaluation_peak_before(
+    steps: Sequence[int], means: Sequence[float], onset: int, until: int, noise: float = 0.0
+) -> int | None:
+    """
+    Where a collapse began in the greedy policy, when that was before the training return peaked:
+    deterministic evaluations can start falling while the noisier training return still climbs
+    (exploration noise hides a policy that is sharpening the wrong way).
+
+    :param steps: The periodic evaluations' steps
+    :param means: Their mean returns
+    :param onset: The training log's onset (the step of the best mean return)
+    :param until: The step at which the collapse became critical
+    :param noise: The smallest difference that counts (:func:`evaluation_noise_floor`)
+    :return: The step of the best evaluation before ``onset``, when it beats every evaluation from
+        ``onset`` to ``until`` by more than ``noise``; ``None`` otherwise (no evaluation on either side,
+        or a difference the evaluations' noise could make)
+    """
+    before = [(mean, step) for step, mean in zip(steps, means, strict=True) if step < onset]
+    since = [mean for step, mean in zip(steps, means, strict=True) if onset <= step <= until]
+    if not before or not since:
+        return None
+    best, step = max(before)
+    return int(step) if best - max(since) > max(noise, 0.0) else None
 
 
 @dataclass

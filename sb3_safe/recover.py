@@ -6,7 +6,8 @@
    its ``health.jsonl``, and whether it finished. The trouble is the first critical finding no
    rollback dealt with (or the end of a run that never finished); its *onset* is where the
    detector saw it begin (the last update at which the value loss stood at its level, the best
-   return before a collapse), not where it became critical.
+   return before a collapse, or the best periodic evaluation before that when the greedy policy was
+   measurably better there than at any evaluation since), not where it became critical.
 2. :func:`choose_checkpoint` picks the newest retained checkpoint at or before the onset.
 3. :func:`recover` resumes it under the profile (:mod:`sb3_safe.resume` applies every
    difference) to the run's original budget, in a new run folder beside the old one whose
@@ -19,6 +20,7 @@ Plain SB3 and rl-zoo run folders work too (``progress.csv``, checkpoints named
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,7 @@ from typing import Any
 from sb3_safe.config import load_config
 from sb3_safe.diagnose import diagnose
 from sb3_safe.errors import ConfigError, RunFolderError
-from sb3_safe.health import Finding, Thresholds
+from sb3_safe.health import Finding, Thresholds, evaluation_noise_floor, evaluation_peak_before
 from sb3_safe.runs import RunFolder, list_checkpoints
 from sb3_safe.training import TrainResult, train
 
@@ -78,7 +80,8 @@ def find_trouble(run: Path) -> Trouble | None:
     folder = RunFolder(run)
     diagnosis = diagnose(run, run_thresholds(folder))
     if diagnosis.unhandled:
-        return _trouble(diagnosis.unhandled[0])
+        trouble = _trouble(diagnosis.unhandled[0])
+        return _evaluated_onset(trouble, folder) if trouble.code == "reward_collapse" else trouble
     last_step = int(diagnosis.history[-1].get("timesteps", 0)) if diagnosis.history else 0
     result = folder.read_result()
     if folder.config_file.is_file() and result is None:
@@ -105,12 +108,47 @@ def _trouble(finding: Finding) -> Trouble:
     return Trouble(finding.code, finding.timestep, onset, finding.message)
 
 
+def _evaluated_onset(trouble: Trouble, folder: RunFolder) -> Trouble:
+    """
+    A collapse of the training return, moved back to the best periodic evaluation when the greedy
+    policy was measurably better there than at any evaluation since the training return's peak
+    (:func:`~sb3_safe.health.evaluation_peak_before`): resuming after the greedy policy began to fall
+    resumes a policy already on its way down.
+    """
+    steps, means = folder.evaluations()
+    noise = evaluation_noise_floor(folder.evaluation_noise())
+    peak = evaluation_peak_before(steps, means, trouble.onset, trouble.timestep, noise)
+    if peak is None:
+        return trouble
+    note = (
+        f" The periodic evaluations peaked earlier, at step {peak:,}, beyond their noise above every evaluation "
+        f"since step {trouble.onset:,}: the trouble began there."
+    )
+    return Trouble(trouble.code, trouble.timestep, peak, trouble.message.rstrip() + note)
+
+
 def find_checkpoints(run: Path) -> list[tuple[int, Path]]:
     """
     :return: ``(steps, model path)`` of the run's checkpoints, oldest first: sb3-safe's
         ``checkpoints/model_<N>_steps.zip``, or any ``*_<N>_steps.zip`` under a plain SB3 / rl-zoo run
     """
     return list_checkpoints(RunFolder(run).checkpoints_dir) or list_checkpoints(run, "**/*_steps.zip", _ANY_CHECKPOINT)
+
+
+def _with_best_model(checkpoints: list[tuple[int, Path]], folder: RunFolder) -> list[tuple[int, Path]]:
+    """
+    The run's checkpoints and its ``best_model.zip``, the state at its best periodic evaluation (the evaluation
+    callback saves it at the first evaluation with the highest mean, with ``best_vecnormalize.pkl``). A collapse's
+    onset is often that evaluation, and checkpoint retention may have dropped the checkpoint taken there.
+    """
+    steps, means = folder.evaluations()
+    finite = [i for i, mean in enumerate(means) if math.isfinite(mean)]
+    if not finite or not folder.best_model.is_file():
+        return checkpoints
+    best_step = steps[max(finite, key=lambda i: (means[i], -i))]
+    if any(step == best_step for step, _ in checkpoints):
+        return checkpoints
+    return sorted([*checkpoints, (best_step, folder.best_model)])
 
 
 def choose_checkpoint(checkpoints: Sequence[tuple[int, Path]], before: int) -> tuple[int, Path] | None:
@@ -170,7 +208,7 @@ def recover(
     if budget is None:
         raise ConfigError(f"{str(run)!r} does not record its budget. Pass --timesteps N (total steps)")
     trouble = find_trouble(run)
-    checkpoints = find_checkpoints(run)
+    checkpoints = _with_best_model(find_checkpoints(run), folder)
     if from_step is not None:
         limit = from_step
         chosen = choose_checkpoint(checkpoints, from_step)

@@ -18,7 +18,7 @@ from sb3_safe.cli import main
 from sb3_safe.config import load_config
 from sb3_safe.diagnose import diagnose
 from sb3_safe.errors import CheckpointError
-from sb3_safe.health import evaluation_collapse, evaluation_noise_floor
+from sb3_safe.health import evaluation_collapse, evaluation_noise_floor, evaluation_peak_before
 from sb3_safe.recover import choose_checkpoint, find_trouble, recover
 from sb3_safe.resume import read_saved
 from sb3_safe.runs import RunFolder
@@ -260,6 +260,49 @@ def test_evaluation_collapse_within_the_noise_is_none(tmp_path: Path):
     np.savez(folder / "eval" / "evaluations.npz", timesteps=np.array([1, 2]), results=np.array([[1.0, 3.0], [2.0, 6.0]]))
     assert RunFolder(folder).evaluation_noise() == pytest.approx(1.5)
     assert RunFolder(tmp_path / "none").evaluation_noise() == 0.0
+
+
+def test_evaluation_peak_before_by_hand():
+    steps, means = [10_000, 20_000, 30_000, 40_000], [-900.0, -150.0, -400.0, -700.0]
+    # the training return peaked at 25,000 and collapsed by 40,000: the evaluations fell from 20,000
+    assert evaluation_peak_before(steps, means, onset=25_000, until=40_000) == 20_000
+    assert evaluation_peak_before(steps, means, onset=25_000, until=40_000, noise=249.0) == 20_000  # 250 apart
+    assert evaluation_peak_before(steps, means, onset=25_000, until=40_000, noise=250.0) is None  # within the noise
+    assert evaluation_peak_before(steps, means, onset=20_000, until=40_000) is None  # the peak is the onset itself
+    assert evaluation_peak_before(steps, means, onset=5_000, until=40_000) is None  # no evaluation before the onset
+    assert evaluation_peak_before(steps, means, onset=41_000, until=50_000) is None  # none since: nothing to compare
+    # an evaluation since the onset as good as the earlier peak: the greedy policy had not fallen yet
+    assert evaluation_peak_before(steps, [-900.0, -150.0, -140.0, -700.0], onset=25_000, until=40_000) is None
+
+
+def test_a_collapse_goes_back_to_an_earlier_evaluation_peak(tmp_path: Path):
+    """The greedy policy fell before the training return did: recover resumes from before the evaluations fell."""
+    returns, _ = collapse()
+    run = write_run(tmp_path / "bad", returns, [0.004] * len(returns))  # a calm critic: the return alone collapses
+    training = find_trouble(run)
+    assert training is not None and training.code == "reward_collapse" and training.onset > 15_000
+    (run / "eval").mkdir()
+
+    def evaluations(results: list[list[float]]) -> None:
+        steps = np.array([5_000, 15_000, training.onset + 1_000, 40_000])
+        np.savez(run / "eval" / "evaluations.npz", timesteps=steps, results=np.array(results))
+
+    evaluations([[-1100.0] * 2, [-150.0] * 2, [-500.0] * 2, [-900.0] * 2])
+    trouble = find_trouble(run)
+    assert trouble is not None and (trouble.code, trouble.timestep) == ("reward_collapse", training.timestep)
+    assert trouble.onset == 15_000 and "peaked earlier, at step 15,000" in trouble.message
+    for steps in (10_000, 20_000, 30_000):
+        (run / "checkpoints" / f"model_{steps}_steps.zip").touch()
+    decided = recover(run, dry_run=True)
+    assert decided.checkpoint is not None and decided.checkpoint[0] == 10_000
+    # retention dropped the checkpoint at the peak, but the evaluation callback kept the model there
+    (run / "best_model.zip").touch()
+    decided = recover(run, dry_run=True)
+    assert decided.checkpoint == (15_000, run / "best_model.zip"), decided
+    assert "best_model.zip (step 15,000)" in decided.reason
+    # 5-episode-like evaluations whose noise covers the difference: the training log's onset stands
+    evaluations([[-1100.0, -1000.0], [-150.0, -750.0], [-500.0, -100.0], [-900.0, -800.0]])
+    assert find_trouble(run) == training
 
 
 def test_a_run_whose_final_evaluation_collapsed_goes_back_to_its_best_evaluation(tmp_path: Path):
