@@ -13,7 +13,9 @@ A suite file::
 
 Every (environment, stress, config, seed) is one run, trained with :func:`sb3_safe.training.train`
 into ``<out>/runs/<env>[+stress]/<config>-s<seed>/``; runs go to ``--workers`` processes, and a
-suite that is run again skips the runs that finished (``result.json`` present).
+suite that is run again skips the runs that finished (``result.json`` present) with the block their profile
+resolves to now. A finished run whose recorded block differs (the profile was edited since) is moved to
+``<out>/superseded/`` and run again.
 
 Definitions used in the table:
 
@@ -43,10 +45,10 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sb3_safe.errors import ConfigError, did_you_mean
+from sb3_safe.errors import ConfigError, RunFolderError, did_you_mean
 from sb3_safe.faults import FAULTS, make_fault_wrapper
 from sb3_safe.health import evaluation_collapse
-from sb3_safe.runs import RunFolder
+from sb3_safe.runs import RunFolder, free_path
 
 __all__ = ["Job", "Suite", "iqm", "load_suite", "run_suite"]
 
@@ -184,6 +186,26 @@ def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int) -> dic
     return record
 
 
+def _stale(job: Job, out: Path) -> bool:
+    """
+    Whether a finished run was trained with another block than its profile resolves to now (``False`` when
+    either cannot be read: a run that crashed before writing its config, a profile that no longer loads).
+    """
+    from sb3_safe.config import load_config
+
+    folder = RunFolder(job.run_dir(out))
+    if folder.read_result() is None or not folder.config_file.is_file():
+        return False
+    try:
+        _, recorded, _ = folder.read_config()
+        config = load_config(job.profile, job.env_id, {"n_timesteps": job.timesteps})
+    except (RunFolderError, ConfigError):
+        return False
+    # the block as training writes it, through YAML (tuples become lists, as in the file)
+    current = yaml.safe_load(yaml.safe_dump({**config.effective_values(), "n_timesteps": config.n_timesteps}))
+    return bool(current != recorded)
+
+
 def _job_entry(args: tuple[Job, Path, int, int]) -> dict[str, Any]:
     return _run_job(*args)
 
@@ -229,6 +251,12 @@ def run_suite(suite: Suite, out: Path, workers: int = 1) -> list[dict[str, Any]]
     """
     out.mkdir(parents=True, exist_ok=True)
     jobs = suite.jobs()
+    for job in jobs:
+        if _stale(job, out):
+            moved = free_path(out / "superseded" / job.env_label / job.run_dir(out).name)
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            job.run_dir(out).rename(moved)
+            print(f"{job.run_dir(out)}: profile {job.profile!r} has changed since it ran; moved to {moved}", flush=True)
     todo = [job for job in jobs if RunFolder(job.run_dir(out)).read_result() is None]
     print(f"Suite {suite.name!r}: {len(jobs)} runs, {len(jobs) - len(todo)} already done, {workers} worker(s)", flush=True)
     args = [(job, out, suite.n_evaluations, suite.eval_episodes) for job in todo]

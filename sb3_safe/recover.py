@@ -31,7 +31,7 @@ from sb3_safe.config import load_config
 from sb3_safe.diagnose import diagnose
 from sb3_safe.errors import ConfigError, RunFolderError
 from sb3_safe.health import Finding, Thresholds, evaluation_noise_floor, evaluation_peak_before
-from sb3_safe.runs import RunFolder, list_checkpoints
+from sb3_safe.runs import RunFolder, free_path, list_checkpoints
 from sb3_safe.training import TrainResult, train
 
 __all__ = ["Trouble", "choose_checkpoint", "find_checkpoints", "find_trouble", "recover", "run_thresholds"]
@@ -264,9 +264,4 @@ def _parent(folder: RunFolder) -> tuple[str | None, dict[str, Any], dict[str, An
 
 def _new_folder(run: Path, profile: str) -> Path:
     """A folder beside the run that exists nowhere yet: ``<run>.recover-<profile>[-2, -3, ...]``."""
-    base = run.resolve().with_name(f"{run.resolve().name}.recover-{profile}")
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+    return free_path(run.resolve().with_name(f"{run.resolve().name}.recover-{profile}"))

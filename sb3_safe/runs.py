@@ -49,6 +49,7 @@ __all__ = [
     "atomic_write",
     "check_archive",
     "checkpoints_to_keep",
+    "free_path",
     "list_checkpoints",
     "load_model",
     "monitor_state_path_for",
@@ -275,6 +276,15 @@ def list_checkpoints(
         if match is not None:
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def free_path(base: Path) -> Path:
+    """:return: ``base``, or the first of ``base-2``, ``base-3``, ... that does not exist (results are never overwritten)"""
+    candidate, n = base, 1
+    while candidate.exists():
+        n += 1
+        candidate = base.with_name(f"{base.name}-{n}")
+    return candidate
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -74,3 +74,29 @@ def test_tiny_suite_end_to_end_and_resume(tmp_path: Path):
     # run again: every run is found finished and skipped, results identical
     again = run_suite(suite, tmp_path / "out", workers=1)
     assert [r["final_return"] for r in again] == pytest.approx([r["final_return"] for r in rows], nan_ok=True)
+
+
+def test_a_finished_run_of_an_edited_profile_is_run_again_and_kept(tmp_path: Path):
+    """Resuming a suite after a profile's block changed: the old run moves to superseded/, nothing is lost."""
+    profile = tmp_path / "mine.yml"
+    block = "{n_envs: 1, n_timesteps: 512, n_steps: 256, batch_size: 64, n_epochs: 1, learning_rate: %s}"
+    profile.write_text("default: {algo: ppo, health: false, rollback: false}\nPendulum-v1: " + block % "0.001" + "\n")
+    path = tmp_path / "suite.yml"
+    path.write_text(f"name: edit\nseeds: [0]\nn_evaluations: 1\neval_episodes: 1\nconfigs: {{mine: {profile}}}\n")
+    path.write_text(path.read_text() + "envs:\n  Pendulum-v1: {timesteps: 512}\n")
+    suite, out = load_suite(path), tmp_path / "out"
+    run = suite.jobs()[0].run_dir(out)
+    run_suite(suite, out)
+    first = (run / "result.json").read_text()
+    run_suite(suite, out)  # unchanged: skipped
+    assert (run / "result.json").read_text() == first and not (out / "superseded").exists()
+    profile.write_text(profile.read_text().replace("0.001", "0.0005"))
+    run_suite(suite, out)
+    moved = out / "superseded" / "Pendulum-v1" / "mine-s0"
+    assert (moved / "result.json").read_text() == first
+    assert "learning_rate: 0.001" in (moved / "config.yml").read_text()
+    assert "learning_rate: 0.0005" in (run / "config.yml").read_text()
+    profile.write_text(profile.read_text().replace("0.0005", "0.001"))
+    run_suite(suite, out)  # edited back: the newer run moves beside the first, under a free name
+    assert (out / "superseded" / "Pendulum-v1" / "mine-s0-2" / "result.json").is_file()
+    assert "learning_rate: 0.001" in (run / "config.yml").read_text()
