@@ -141,14 +141,14 @@ def build_run(
     if saved is not None:
         normalize = normalize_plan(config, saved, explicit="normalize" in explicit)
         config = config.with_overrides({"normalize": normalize if normalize is not None else False})
-    venv: VecEnv = make_env(config, seed, vec_env=vec_env, wrapper=env_wrapper)
+    venv: VecEnv = make_env(config, seed, vec_env=vec_env, wrapper=env_wrapper, device=device)
     try:
         venv = wrap_normalize(venv, config, None if saved is None or normalize is None else saved.stats)
         model = _model(config, venv, seed, device, saved)
     except BaseException:
         venv.close()
         raise
-    eval_env = make_eval_env(config, seed + 1000, normalized=isinstance(venv, VecNormalize))
+    eval_env = make_eval_env(config, seed + 1000, normalized=isinstance(venv, VecNormalize), device=device)
     start = 0 if saved is None else saved.num_timesteps
     return BuiltRun(config, venv, eval_env, model, start, [] if saved is None else saved.changes)
 

@@ -38,6 +38,7 @@ from sb3_safe.contrib import SafeMaskablePPO, SafeRecurrentPPO
 from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.health import Thresholds
 from sb3_safe.multiagent.vec_env import is_pettingzoo
+from sb3_safe.multiagent.vmas import is_vmas
 from sb3_safe.options import OptionError, check_mapping
 from sb3_safe.ppo import KL_STOPS, SafePPO
 from sb3_safe.schedules import AdaptiveLearningRate
@@ -337,8 +338,8 @@ class TrainConfig:
 
     @property
     def multiagent(self) -> bool:
-        """Whether the environment is a PettingZoo one (``pettingzoo:<module>``)."""
-        return is_pettingzoo(self.env_id)
+        """Whether the environment is a multi-agent one (``pettingzoo:<module>`` or ``vmas:<scenario>``)."""
+        return is_pettingzoo(self.env_id) or is_vmas(self.env_id)
 
     def effective_values(self) -> dict[str, Any]:
         """:return: The block with the algorithm's defaults filled in for keys it does not set"""
@@ -528,17 +529,19 @@ def _validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, 
 
 def _check_multiagent(values: Mapping[str, Any], where: str, env_id: str) -> None:
     keys = [key for key in ("centralized_critic", "agent_id", "pettingzoo_adapter") if values.get(key)]
-    if not is_pettingzoo(env_id):
+    if not (is_pettingzoo(env_id) or is_vmas(env_id)):
         if keys:
             raise ConfigError(
                 f"{where}: `{keys[0]}` is for multi-agent environments; {env_id!r} is not one. "
-                "Use --env pettingzoo:<module> (e.g. pettingzoo:mpe2.simple_spread_v3) or remove it"
+                "Use --env pettingzoo:<module> (e.g. pettingzoo:mpe2.simple_spread_v3), vmas:<scenario>, or remove it"
             )
         return
+    if is_vmas(env_id) and values.get("pettingzoo_adapter"):
+        raise ConfigError(f"{where}: `pettingzoo_adapter` is for PettingZoo environments; {env_id!r} is VMAS. Remove it")
     algo = values.get("algo", "safe_ppo")
     if algo not in ("safe_ppo", "ppo"):
         raise ConfigError(
-            f"{where}: algo: {algo} is not supported on PettingZoo environments (shared-parameter PPO only). "
+            f"{where}: algo: {algo} is not supported on multi-agent environments (shared-parameter PPO only). "
             "Use algo: safe_ppo or ppo"
         )
     if values.get("centralized_critic") and values.get("policy", "MlpPolicy") != "MlpPolicy":
@@ -553,8 +556,8 @@ def _check_multiagent(values: Mapping[str, Any], where: str, env_id: str) -> Non
         )
     if values.get("env_wrapper"):
         raise ConfigError(
-            f"{where}: `env_wrapper` wraps Gymnasium environments; {env_id!r} is a PettingZoo one. Remove it "
-            "(wrap the environment in its module's parallel_env instead)"
+            f"{where}: `env_wrapper` wraps Gymnasium environments; {env_id!r} is a multi-agent one. Remove it "
+            "(wrap a PettingZoo environment in its module's parallel_env instead)"
         )
 
 
@@ -595,7 +598,7 @@ def _check_consistency(values: Mapping[str, Any], where: str, env_id: str) -> No
     batch_size = values.get("batch_size", defaults["batch_size"])
     rollout = n_steps * n_envs
     # (on PettingZoo environments a rollout has a slot per agent: it is larger than n_steps * n_envs)
-    if batch_size > rollout and not is_pettingzoo(env_id):
+    if batch_size > rollout and not (is_pettingzoo(env_id) or is_vmas(env_id)):
         # A soft problem, as in SB3 (which warns): every minibatch is the whole rollout. rl-zoo's
         # tuned MountainCarContinuous-v0 entry relies on it (batch 256, 8-step rollout).
         warnings.warn(

@@ -24,8 +24,16 @@ from sb3_safe.runs import RunFolder
 
 __all__ = ["PLOT_ROWS", "Diagnosis", "diagnose", "iter_history", "load_history"]
 
-# Logger keys that are not under train/ but that the detectors read.
-_RENAMES = {"rollout/ep_rew_mean": "ep_rew_mean", "time/total_timesteps": "timesteps"}
+# Logger keys that are not under train/ but that the detectors read. The monitor's own training return
+# (health/ep_return: a trimmed mean over the latest rollout's episodes) comes after SB3's, so it wins.
+_RENAMES = {
+    "rollout/ep_rew_mean": "ep_rew_mean",
+    "time/total_timesteps": "timesteps",
+    "health/ep_return": "ep_rew_mean",
+    "health/ep_return_sem": "ep_rew_sem",
+    "health/episodes": "episodes",
+}
+_RETURN_KEYS = ("rollout/ep_rew_mean", "health/ep_return", "health/ep_return_sem", "health/episodes")
 
 
 def _row_from(values: dict[str, float]) -> dict[str, float] | None:
@@ -47,15 +55,15 @@ def _rows(dumps: Iterable[dict[str, float]]) -> Iterator[dict[str, float]]:
     is carried to such rows (without it most rows of a run with evaluations had no return,
     and ``diagnose`` missed collapses the live monitor saw).
     """
-    latest_return: float | None = None
+    latest: dict[str, float] = {}
     for values in dumps:
-        if "rollout/ep_rew_mean" in values:
-            latest_return = values["rollout/ep_rew_mean"]
+        if any(key in values for key in _RETURN_KEYS):
+            latest = {_RENAMES[key]: values[key] for key in _RETURN_KEYS if key in values}
         row = _row_from(values)
         if row is None:
             continue
-        if "ep_rew_mean" not in row and latest_return is not None:
-            row["ep_rew_mean"] = latest_return
+        if "ep_rew_mean" not in row:
+            row.update(latest)
         yield row
 
 

@@ -15,6 +15,7 @@ from sb3_safe import tasks  # noqa: F401 - registers the partially observed and 
 from sb3_safe.config import TrainConfig
 from sb3_safe.errors import CheckpointError, ConfigError, did_you_mean
 from sb3_safe.multiagent.vec_env import PettingZooVecEnv, check_pettingzoo_id, is_pettingzoo, make_parallel_env
+from sb3_safe.multiagent.vmas import VmasVecEnv, check_vmas_id, is_vmas
 
 __all__ = ["VEC_ENVS", "check_env_id", "load_vec_normalize", "make_env", "make_eval_env", "wrap_normalize"]
 
@@ -28,12 +29,16 @@ def check_env_id(env_id: str) -> None:
     ``package.module:EnvId-v0`` imports ``package.module`` first (Gymnasium's syntax), so a
     package can register its environments on import.
 
-    ``pettingzoo:<module>`` names a PettingZoo environment module (its ``parallel_env``).
+    ``pettingzoo:<module>`` names a PettingZoo environment module (its ``parallel_env``),
+    ``vmas:<scenario>`` a VMAS scenario.
 
     :param env_id: The id
     """
     if is_pettingzoo(env_id):
         check_pettingzoo_id(env_id)
+        return
+    if is_vmas(env_id):
+        check_vmas_id(env_id)
         return
     module, sep, name = env_id.rpartition(":")
     if sep:
@@ -82,6 +87,7 @@ def make_env(
     vec_env: str = "dummy",
     wrapper: Callable[[gym.Env], gym.Env] | None = None,
     evaluation: bool = False,
+    device: str = "cpu",
 ) -> VecEnv:
     """
     The training VecEnv: ``n_envs`` Monitor-wrapped copies, the profile's wrappers, frame stacking.
@@ -97,9 +103,12 @@ def make_env(
         environment it applies to the first agent, :class:`~sb3_safe.multiagent.wrappers.FirstAgentWrapper`)
     :param evaluation: For evaluation (a PettingZoo environment then always uses sb3-safe's
         adapter, which reports team returns)
+    :param device: Torch device of a batched simulator (VMAS); keep it the model's
     :return: The VecEnv
     """
     check_env_id(config.env_id)
+    if is_vmas(config.env_id):
+        return _make_vmas_env(config, seed, n_envs or config.n_envs, wrapper, device)
     if config.multiagent:
         return _make_multiagent_env(config, seed, n_envs or config.n_envs, wrapper, supersuit=not evaluation)
     profile_wrapper = _wrapper(config)
@@ -157,6 +166,30 @@ def _make_multiagent_env(
     return venv
 
 
+def _make_vmas_env(
+    config: TrainConfig, seed: int, n_envs: int, wrapper: Callable[[gym.Env], gym.Env] | None, device: str
+) -> VecEnv:
+    """``n_envs`` copies of a VMAS scenario stepped in one call (:class:`~sb3_safe.multiagent.vmas.VmasVecEnv`)."""
+    if wrapper is not None:
+        raise ConfigError(
+            f"{config.where()}: Gymnasium wrappers (fault injection) do not apply to VMAS's batched simulator. "
+            "Use a Gymnasium or PettingZoo environment for fault suites"
+        )
+    if config.frame_stack:
+        raise ConfigError(f"{config.where()}: `frame_stack` is not supported on VMAS environments. Remove it")
+    venv = VmasVecEnv(
+        config.env_id,
+        n_envs,
+        config.env_kwargs,
+        device=device,
+        centralized_critic=bool(config.values.get("centralized_critic", False)),
+        agent_id=bool(config.values.get("agent_id", False)),
+        seed=seed,
+    )
+    venv.seed(seed)
+    return venv
+
+
 def wrap_normalize(venv: VecEnv, config: TrainConfig, stats: Path | None = None) -> VecEnv:
     """
     Add VecNormalize as the profile asks, new or with saved statistics.
@@ -196,7 +229,7 @@ def load_vec_normalize(path: Path, venv: VecEnv) -> VecNormalize:
         ) from None
 
 
-def make_eval_env(config: TrainConfig, seed: int, *, normalized: bool) -> VecEnv:
+def make_eval_env(config: TrainConfig, seed: int, *, normalized: bool, device: str = "cpu") -> VecEnv:
     """
     One environment for evaluation: true rewards, observation statistics frozen.
 
@@ -204,9 +237,10 @@ def make_eval_env(config: TrainConfig, seed: int, *, normalized: bool) -> VecEnv
     :param seed: Seed (keep it apart from the training seeds)
     :param normalized: Whether the agent trains on VecNormalize'd observations; the statistics
         are synced from the training env by ``EvalCallback`` or loaded by the caller
+    :param device: Torch device of a batched simulator (VMAS)
     :return: The VecEnv
     """
-    venv = make_env(config, seed, n_envs=1, evaluation=True)
+    venv = make_env(config, seed, n_envs=1, evaluation=True, device=device)
     if normalized:
         kwargs = config.normalize or {}
         venv = VecNormalize(

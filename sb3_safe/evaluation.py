@@ -13,7 +13,7 @@ from stable_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safe.multiagent import TeamEvalCallback, evaluate_team
-from sb3_safe.multiagent.vec_env import unwrap_pettingzoo
+from sb3_safe.multiagent.team import unwrap_team
 
 __all__ = ["episode_returns", "eval_callback_class", "evaluate_model", "is_masked"]
 
@@ -28,10 +28,10 @@ def is_masked(model: OnPolicyAlgorithm) -> bool:
 def eval_callback_class(model: OnPolicyAlgorithm, eval_env: VecEnv) -> type[EvalCallback]:
     """
     :return: SB3's EvalCallback; sb3-contrib's MaskableEvalCallback, which passes the masks to
-        ``predict``; or, on a PettingZoo environment, :class:`~sb3_safe.multiagent.TeamEvalCallback`
+        ``predict``; or, on a multi-agent environment, :class:`~sb3_safe.multiagent.TeamEvalCallback`
         (team returns)
     """
-    if unwrap_pettingzoo(eval_env) is not None:
+    if unwrap_team(eval_env) is not None:
         return TeamEvalCallback
     if is_masked(model):
         from sb3_contrib.common.maskable.callbacks import MaskableEvalCallback
@@ -47,7 +47,7 @@ def episode_returns(model: OnPolicyAlgorithm, venv: VecEnv, episodes: int, deter
     """
     # SB3's evaluate_policy threads a recurrent policy's LSTM states; masks need sb3-contrib's;
     # a multi-agent episode is scored once, by its team return.
-    if unwrap_pettingzoo(venv) is not None:
+    if unwrap_team(venv) is not None:
         team, _ = evaluate_team(model, venv, episodes, deterministic)
         return [float(r) for r in team]
     if is_masked(model):

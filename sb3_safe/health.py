@@ -22,6 +22,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+import numpy as np
+
 from sb3_safe.options import (
     AnyFinite,
     Count,
@@ -46,6 +48,7 @@ __all__ = [
     "evaluation_peak_before",
     "gain_lost",
     "scan",
+    "trimmed_mean",
 ]
 
 Severity = Literal["info", "warning", "critical"]
@@ -617,6 +620,28 @@ def _value_divergence(history: HealthHistory, t: Thresholds, target_kl: float | 
     )
 
 
+def trimmed_mean(values: Sequence[float], proportion: float = 0.1) -> tuple[float, float]:
+    """
+    The mean of ``values`` without the lowest and highest ``proportion`` of them, and its standard
+    error (Tukey and McLaughlin: the winsorized standard deviation over ``(1 - 2 * proportion) *
+    sqrt(n)``). A few outlier episodes move it little; its standard error is the noise of the
+    training return in the return's own unit, whatever the reward scale.
+
+    :param values: Episode returns (at least one)
+    :param proportion: Fraction cut from each end, in [0, 0.5)
+    :return: The trimmed mean and its standard error (0 for a single value)
+    """
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    n = len(ordered)
+    cut = int(proportion * n)
+    mean = float(ordered[cut : n - cut].mean())
+    if n < 2:
+        return mean, 0.0
+    winsorized = np.clip(ordered, ordered[cut], ordered[n - cut - 1])
+    sem = float(winsorized.std(ddof=1) / ((1 - 2 * proportion) * math.sqrt(n)))
+    return mean, sem
+
+
 def _enough_episodes(row: Row, t: Thresholds) -> bool:
     episodes = _get(row, "episodes")
     return episodes is None or episodes >= t.reward_collapse_min_episodes
@@ -628,7 +653,11 @@ def _returns(rows: Iterable[Row], t: Thresholds) -> list[float]:
     the start or a rollback (which empties the episode buffer) a mean over one 1,000-step Hopper
     episode is no level to measure a collapse from.
     """
-    return [v for row in rows if _enough_episodes(row, t) and (v := _get(row, "ep_rew_mean")) is not None and math.isfinite(v)]
+    found = [_get(row, "ep_rew_mean") for row in rows if _enough_episodes(row, t)]
+    values = [v for v in found if v is not None and math.isfinite(v)]
+    # An update after which no episode ended repeats the previous mean exactly: no new measurement
+    # (with 100-step episodes and 50-step rollouts every other one), and no change to count as calm.
+    return [v for i, v in enumerate(values) if i == 0 or v != values[i - 1]]
 
 
 def _recent_returns(history: HealthHistory, t: Thresholds) -> list[float]:
@@ -647,7 +676,12 @@ def _return_noise(history: HealthHistory, t: Thresholds) -> float:
     if key not in history.cache:
         changes = [b - a for a, b in itertools.pairwise(_recent_returns(history, t))]
         typical = statistics.median(changes) if changes else 0.0
-        history.cache[key] = statistics.median(abs(change - typical) for change in changes) if changes else 0.0
+        spread = statistics.median(abs(change - typical) for change in changes) if changes else 0.0
+        # The standard error of each update's return, where the monitor logged it: a gain must stand out
+        # from how precisely the return is measured, not only from how it moved.
+        sems = [_get(row, "ep_rew_sem") for row in list(history.rows)[-t.reward_collapse_window :]]
+        errors = [e for e in sems if e is not None and math.isfinite(e)]
+        history.cache[key] = max(spread, statistics.median(errors) if errors else 0.0)
     return float(history.cache[key])
 
 

@@ -6,9 +6,10 @@ import math
 import statistics
 from typing import Any
 
+import numpy as np
 import pytest
 
-from sb3_safe.health import CODES, HealthHistory, Thresholds, detect, gain_lost, scan
+from sb3_safe.health import CODES, HealthHistory, Thresholds, detect, gain_lost, scan, trimmed_mean
 
 
 def healthy_row(i: int, **changes: float) -> dict[str, float]:
@@ -199,9 +200,53 @@ def test_a_one_update_spike_is_no_level_to_collapse_from():
     assert codes(spike) == []
     assert gain_lost(spike, -29.0) is None  # no held gain above the run's noise
     # a level held for two updates is one: losing it is a collapse
-    held = [*trend[:10], *(healthy_row(i, ep_rew_mean=52.9, episodes=100.0) for i in (10, 11))]
-    fallen = [*held, *(healthy_row(i, ep_rew_mean=-29.0, episodes=100.0) for i in (12, 13))]
+    held = [*trend[:10], healthy_row(10, ep_rew_mean=52.9, episodes=100.0), healthy_row(11, ep_rew_mean=53.0, episodes=100.0)]
+    fallen = [*held, healthy_row(12, ep_rew_mean=-29.0, episodes=100.0), healthy_row(13, ep_rew_mean=-29.5, episodes=100.0)]
     assert codes(fallen) == ["reward_collapse"]
+
+
+def test_a_repeated_mean_is_one_measurement():
+    """
+    An update after which no episode ended repeats the previous mean exactly (100-step episodes,
+    50-step rollouts: every other update). The repeat is no second update of a collapse, and its
+    zero change does not make the run look noiseless.
+    """
+    held = [healthy_row(i, ep_rew_mean=-29.0 + 0.2 * i, episodes=100.0) for i in range(10)]
+    held += [healthy_row(10, ep_rew_mean=52.9, episodes=100.0), healthy_row(11, ep_rew_mean=53.0, episodes=100.0)]
+    once = [*held, *(healthy_row(i, ep_rew_mean=-29.0, episodes=100.0) for i in (12, 13))]
+    assert codes(once) == []  # one low measurement, reported twice
+    twice = [*once, healthy_row(14, ep_rew_mean=-29.2, episodes=100.0)]
+    assert codes(twice) == ["reward_collapse"]
+
+
+def test_trimmed_mean_by_hand():
+    # 10 values, 10% cut from each end: 1 and 100 go; the mean of 2..9 is 5.5
+    values = [100.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 1.0]
+    mean, sem = trimmed_mean(values)
+    assert mean == 5.5
+    # winsorized: [2, 2, 3, ..., 9, 9], sample std 2.6352..., over (1 - 0.2) * sqrt(10)
+    winsorized = np.array([2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 9.0])
+    assert sem == pytest.approx(winsorized.std(ddof=1) / (0.8 * np.sqrt(10)))
+    assert trimmed_mean([3.0]) == (3.0, 0.0)
+    # the same shape at any scale: the mean and its error scale with the returns
+    big_mean, big_sem = trimmed_mean([1e4 * v for v in values])
+    assert big_mean == pytest.approx(1e4 * mean) and big_sem == pytest.approx(1e4 * sem)
+
+
+def test_a_gain_within_the_returns_standard_error_is_no_gain():
+    """
+    VMAS transport, 2,000 episodes per update: returns near 0 (+-0.5 per episode) drift by a few
+    hundredths. Measured against the standard error the monitor logs, that is noise, not a gain to lose.
+    """
+    rows = [
+        healthy_row(i, ep_rew_mean=0.001 * i if i < 5 else 0.035 + 0.0001 * i, episodes=2000.0, ep_rew_sem=0.011)
+        for i in range(10)
+    ]
+    rows += [healthy_row(i, ep_rew_mean=0.006 + 0.0001 * i, episodes=2000.0, ep_rew_sem=0.011) for i in (10, 11)]
+    assert codes(rows) == []
+    # the same drift measured 100 times more precisely is a real gain, and losing it a collapse
+    precise = [{**row, "ep_rew_sem": 0.00011} for row in rows]
+    assert codes(precise) == ["reward_collapse"]
 
 
 def test_gain_lost():

@@ -11,11 +11,15 @@ from typing import Any
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
-from sb3_safe.health import SEVERITY_RANK, Finding, HealthHistory, Thresholds, TroubleTracker, detect
+from sb3_safe.health import SEVERITY_RANK, Finding, HealthHistory, Thresholds, TroubleTracker, detect, trimmed_mean
 from sb3_safe.options import CountOrZero, check_fields
 from sb3_safe.runs import append_jsonl
 
-__all__ = ["HealthMonitorCallback", "MonitorOptions"]
+__all__ = ["EPISODE_WINDOW", "HealthMonitorCallback", "MonitorOptions"]
+
+#: The training return is measured over the episodes that ended in the latest rollout when they are
+#: at least this many, otherwise over this many latest episodes (SB3's ``stats_window_size``).
+EPISODE_WINDOW = 100
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,13 @@ class HealthMonitorCallback(BaseCallback):
 
     With :class:`sb3_safe.SafePPO` it reads the per-update record (``model.last_update``); with
     plain ``PPO`` the ``train/*`` values SB3's logger holds between ``train()`` and the next dump.
+
+    The training return the detectors read is its own, not SB3's ``rollout/ep_rew_mean`` (a mean
+    of the latest 100 episodes): a 10% trimmed mean, robust to a few outlier episodes, of every
+    episode that ended in the latest rollout when there are at least :data:`EPISODE_WINDOW` (500
+    copies of a 4-agent task end 2,000 episodes at once; SB3's window would see 100 of them), else
+    of the latest :data:`EPISODE_WINDOW` episodes. It is logged as ``health/ep_return`` with its
+    standard error ``health/ep_return_sem`` and ``health/episodes``, which ``diagnose`` reads back.
 
     :param thresholds: A :class:`~sb3_safe.health.Thresholds` or a mapping of its fields
     :param log_path: The ``health.jsonl`` file (default: ``health.jsonl`` in the logger's folder, if any)
@@ -69,6 +80,10 @@ class HealthMonitorCallback(BaseCallback):
         self._tracker = TroubleTracker(self.options.quiet_updates)
         self._last_update_id: int | None = None
         self._rollout_flags: dict[str, float] = {}
+        #: Returns of the episodes that ended since the last update, and of the latest ones before
+        self._new_returns: list[float] = []
+        self._episodes: deque[float] = deque(maxlen=EPISODE_WINDOW)
+        self._return_stats: dict[str, float] = {}
 
     def _init_callback(self) -> None:
         if self.log_path is None:
@@ -90,7 +105,26 @@ class HealthMonitorCallback(BaseCallback):
         self._last_update_id = int(getattr(self.model, "_n_updates", 0)) or None
 
     def _on_step(self) -> bool:
+        dones, infos = self.locals.get("dones"), self.locals.get("infos")
+        if dones is not None and infos is not None:
+            for index in np.flatnonzero(dones):
+                episode = infos[index].get("episode")
+                if episode is not None:
+                    self._new_returns.append(float(episode["r"]))
         return True
+
+    def _returns_row(self) -> dict[str, float]:
+        """The training return over the latest episodes (see the class docstring); unchanged without new episodes."""
+        new, self._new_returns = self._new_returns, []
+        if not new:
+            return self._return_stats
+        self._episodes.extend(new)
+        pool = new if len(new) >= EPISODE_WINDOW else list(self._episodes)
+        mean, sem = trimmed_mean(pool)
+        self._return_stats = {"ep_rew_mean": mean, "ep_rew_sem": sem, "episodes": float(len(pool))}
+        for key, value in (("ep_return", mean), ("ep_return_sem", sem), ("episodes", float(len(pool)))):
+            self.logger.record(f"health/{key}", value)
+        return self._return_stats
 
     def _on_rollout_end(self) -> None:
         buffer = getattr(self.model, "rollout_buffer", None)
@@ -120,8 +154,10 @@ class HealthMonitorCallback(BaseCallback):
         else:  # plain PPO: what SB3's logger holds until the next dump
             row = {k.removeprefix("train/"): float(v) for k, v in self.logger.name_to_value.items() if k.startswith("train/")}
             row["timesteps"] = float(self.num_timesteps)
-        episodes = self.model.ep_info_buffer
-        if episodes:
+        if "dones" in self.locals:
+            row.update(self._returns_row())
+        elif self.model.ep_info_buffer:  # called outside learn(): SB3's window is what there is
+            episodes = self.model.ep_info_buffer
             row["ep_rew_mean"] = float(np.mean([ep["r"] for ep in episodes]))
             row["episodes"] = float(len(episodes))
         row.update(self._rollout_flags)
@@ -160,6 +196,8 @@ class HealthMonitorCallback(BaseCallback):
         """Go back to an earlier history (a copy kept with a snapshot): the rolled-back updates no longer count."""
         self.history = history.copy()
         self.latest = []
+        self._new_returns, self._return_stats = [], {}
+        self._episodes.clear()
 
 
 def is_finite(array: Any) -> bool:

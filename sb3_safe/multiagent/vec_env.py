@@ -40,6 +40,7 @@ from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn, VecEnvWrapper
 
 from sb3_safe.errors import ConfigError
+from sb3_safe.multiagent.team import TeamVecEnv
 
 __all__ = [
     "PREFIX",
@@ -100,7 +101,11 @@ def make_parallel_env(env_id: str, env_kwargs: dict[str, Any] | None = None) -> 
 
 
 def count_agents(env_id: str, env_kwargs: dict[str, Any] | None = None) -> int:
-    """:return: How many agents (VecEnv slots per copy) the environment has"""
+    """:return: How many agents (VecEnv slots per copy) the environment has (PettingZoo or VMAS)"""
+    from sb3_safe.multiagent.vmas import VmasVecEnv, is_vmas
+
+    if is_vmas(env_id):
+        return VmasVecEnv(env_id, 1, env_kwargs).n_agents
     env = make_parallel_env(env_id, env_kwargs)
     try:
         return len(env.possible_agents)
@@ -108,7 +113,7 @@ def count_agents(env_id: str, env_kwargs: dict[str, Any] | None = None) -> int:
         env.close()
 
 
-class PettingZooVecEnv(VecEnv):
+class PettingZooVecEnv(TeamVecEnv):
     """
     Copies of a PettingZoo parallel environment side by side, one VecEnv slot per agent.
 
