@@ -119,6 +119,30 @@ class ProgressLineCallback(BaseCallback):
         return True
 
 
+def resident_memory_mb() -> float:
+    """:return: This process's resident memory now (Linux), or its peak where ``/proc`` is missing, in MiB"""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class ResourceLogCallback(BaseCallback):
+    """
+    Log the process's resident memory (``time/rss_mb``) once per rollout, so a long run's
+    progress.csv shows whether memory stays flat as it grows.
+    """
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.logger.record("time/rss_mb", round(resident_memory_mb(), 1))
+
+
 class _SaveBest(BaseCallback):
     """Called by EvalCallback on a new best: save the model with its VecNormalize statistics."""
 
@@ -284,6 +308,7 @@ def _train_into(
             deterministic=True,
             verbose=0,
         ),
+        ResourceLogCallback(),
         *callbacks,
     ]
     bar = show_progress_bar() if progress_bar is None else progress_bar

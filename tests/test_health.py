@@ -222,15 +222,23 @@ def test_a_repeated_mean_is_one_measurement():
 def test_trimmed_mean_by_hand():
     # 10 values, 10% cut from each end: 1 and 100 go; the mean of 2..9 is 5.5
     values = [100.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 1.0]
-    mean, sem = trimmed_mean(values)
+    mean, sem = trimmed_mean(values, 0.1)
     assert mean == 5.5
     # winsorized: [2, 2, 3, ..., 9, 9], sample std 2.6352..., over (1 - 0.2) * sqrt(10)
     winsorized = np.array([2.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 9.0])
     assert sem == pytest.approx(winsorized.std(ddof=1) / (0.8 * np.sqrt(10)))
     assert trimmed_mean([3.0]) == (3.0, 0.0)
     # the same shape at any scale: the mean and its error scale with the returns
-    big_mean, big_sem = trimmed_mean([1e4 * v for v in values])
+    big_mean, big_sem = trimmed_mean([1e4 * v for v in values], 0.1)
     assert big_mean == pytest.approx(1e4 * mean) and big_sem == pytest.approx(1e4 * sem)
+
+
+def test_the_default_cut_keeps_rare_successes_and_drops_a_few_outliers():
+    # 100 episodes: 2 cut from each end. Two outliers of 1e6 go; 9 successes of 1.0 among zeros stay.
+    values = [0.0] * 89 + [1.0] * 9 + [1e6, 1e6]
+    mean, _ = trimmed_mean(values)
+    assert mean == pytest.approx(9.0 / 96)  # kept: 87 zeros and the 9 ones (2 zeros and both outliers cut)
+    assert trimmed_mean([0.0] * 91 + [1.0] * 9)[0] == pytest.approx(7.0 / 96)  # 2 of the ones are cut
 
 
 def test_a_gain_within_the_returns_standard_error_is_no_gain():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -45,8 +46,9 @@ class HealthMonitorCallback(BaseCallback):
     plain ``PPO`` the ``train/*`` values SB3's logger holds between ``train()`` and the next dump.
 
     The training return the detectors read is its own, not SB3's ``rollout/ep_rew_mean`` (a mean
-    of the latest 100 episodes): a 10% trimmed mean, robust to a few outlier episodes, of every
-    episode that ended in the latest rollout when there are at least :data:`EPISODE_WINDOW` (500
+    of the latest 100 episodes): a 2% trimmed mean (:func:`~sb3_safe.health.trimmed_mean`), robust
+    to a few outlier episodes, of every episode that ended in the latest rollout when there are
+    at least :data:`EPISODE_WINDOW` (500
     copies of a 4-agent task end 2,000 episodes at once; SB3's window would see 100 of them), else
     of the latest :data:`EPISODE_WINDOW` episodes. It is logged as ``health/ep_return`` with its
     standard error ``health/ep_return_sem`` and ``health/episodes``, which ``diagnose`` reads back.
@@ -170,6 +172,7 @@ class HealthMonitorCallback(BaseCallback):
 
         :return: The findings at the latest update
         """
+        started = time.perf_counter()
         row = self._row()
         if row is None:
             return self.latest
@@ -179,6 +182,8 @@ class HealthMonitorCallback(BaseCallback):
         for finding in self.latest:
             self.logger.record(f"health/{finding.code}", SEVERITY_RANK[finding.severity] + 1)
         self.logger.record("health/critical", int(self.critical))
+        # what the monitor costs per update: it must stay flat over a run of 10^6 updates
+        self.logger.record("health/monitor_ms", round(1000 * (time.perf_counter() - started), 3))
         for finding in self._tracker.new(self.latest):
             self.findings.append(finding)
             if finding.severity == "critical":

@@ -96,7 +96,7 @@ class VmasVecEnv(TeamVecEnv):
     """
     ``num_envs`` copies of a VMAS scenario stepped in one call, one VecEnv slot per agent.
 
-    :param env_id: ``vmas:<scenario>`` (or the scenario's name)
+    :param env_id: ``vmas:<scenario>``, or a scenario object (a ``vmas.simulator.scenario.BaseScenario``)
     :param num_envs: Copies of the scenario
     :param env_kwargs: ``max_steps`` (default :data:`DEFAULT_MAX_STEPS`), ``continuous_actions``
         (default true), ``clamp_actions``, ``multidiscrete_actions``; every other key is the
@@ -109,7 +109,7 @@ class VmasVecEnv(TeamVecEnv):
 
     def __init__(
         self,
-        env_id: str,
+        env_id: str | Any,
         num_envs: int,
         env_kwargs: dict[str, Any] | None = None,
         *,
@@ -118,7 +118,7 @@ class VmasVecEnv(TeamVecEnv):
         agent_id: bool = False,
         seed: int = 0,
     ) -> None:
-        self.scenario = check_vmas_id(env_id if is_vmas(env_id) else PREFIX + env_id)
+        self.scenario = check_vmas_id(env_id) if isinstance(env_id, str) else env_id
         kwargs = dict(env_kwargs or {})
         make_kwargs = {key: kwargs.pop(key) for key in MAKE_ENV_KEYS if key in kwargs}
         make_kwargs.setdefault("max_steps", DEFAULT_MAX_STEPS)
@@ -252,11 +252,11 @@ class VmasVecEnv(TeamVecEnv):
 
 
 def _make(
-    scenario: str, num_envs: int, device: th.device, seed: int, make_kwargs: dict[str, Any], scenario_kwargs: dict[str, Any]
+    scenario: Any, num_envs: int, device: th.device, seed: int, make_kwargs: dict[str, Any], scenario_kwargs: dict[str, Any]
 ) -> Any:
     """``vmas.make_env`` with what VMAS rejects (including the scenario options it ignores) as a one-line error."""
     vmas = _import_vmas()
-    where = f"environment 'vmas:{scenario}'"
+    where = f"environment 'vmas:{scenario if isinstance(scenario, str) else type(scenario).__name__}'"
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
