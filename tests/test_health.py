@@ -330,3 +330,32 @@ def test_scan_reports_each_episode_of_trouble_once():
 def test_thresholds_are_parameters():
     history = [*healthy(5), healthy_row(5, approx_kl=0.05, clip_fraction=0.6)]
     assert codes(history, thresholds=Thresholds(kl_spike_factor=2.0), target_kl=0.015) == ["kl_spike"]
+
+
+def test_every_field_of_the_history_is_saved_loaded_and_copied():
+    """
+    HealthHistory's state is its dataclass fields; saving, loading and copying are derived from them.
+    A field that does not survive JSON and comes back equal, or an attribute set outside the fields,
+    fails here: nothing else has to list it.
+    """
+    import dataclasses
+    import json
+
+    history = HealthHistory()
+    for i in range(60):
+        loss = 0.5 if i < 40 else 0.5 * 3.0 ** (i - 39)
+        history.push(healthy_row(i, value_loss=loss, explained_variance=0.8 if i < 40 else -0.5, episodes=100.0))
+    names = {f.name for f in dataclasses.fields(history)}
+    assert set(vars(history)) - names == {"thresholds", "window", "cache"}
+    state = history.state_dict()
+    assert set(state) == names
+    restored = HealthHistory()
+    restored.load_state_dict(json.loads(json.dumps(state)))
+    copied = history.copy()
+    for name in names:
+        assert getattr(restored, name) == getattr(history, name), name
+        assert getattr(copied, name) == getattr(history, name), name
+    # nothing is shared: the copy and the original go on apart
+    copied.push(healthy_row(60))
+    assert history.count == 60 and copied.count == 61 and len(history.rows) == history.window
+    assert copied.rows[-1] is not history.rows[-1] and copied.first is not history.first
