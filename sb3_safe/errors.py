@@ -19,6 +19,7 @@ __all__ = [
     "StorageError",
     "UserError",
     "did_you_mean",
+    "unknown_key",
 ]
 
 
@@ -54,3 +55,19 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """
     matches = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" Did you mean {matches[0]!r}?" if matches else ""
+
+
+def unknown_key(key: str, allowed: Iterable[str], prefix: str = "") -> str:
+    """
+    The one wording of an unknown key, in profiles, option blocks and suites alike.
+
+    :param key: The key as written
+    :param allowed: The keys that are allowed
+    :param prefix: Put before each key (``policy_kwargs.``)
+    :return: ``"unknown key `x`. Did you mean 'y'? Allowed: ... Fix the spelling or remove it"``
+    """
+    names = [str(name) for name in allowed]
+    return (
+        f"unknown key `{prefix}{key}`.{did_you_mean(str(key), names)} Allowed: {', '.join(prefix + n for n in names)}. "
+        "Fix the spelling or remove it"
+    )

@@ -29,7 +29,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from sb3_safe.errors import ConfigError, did_you_mean
+from sb3_safe.errors import ConfigError, unknown_key
 
 __all__ = [
     "KINDS",
@@ -46,7 +46,9 @@ __all__ = [
     "Positive",
     "check_fields",
     "check_mapping",
+    "interval_text",
     "option_kinds",
+    "parse_number",
 ]
 
 
@@ -69,6 +71,8 @@ class Kind:
     allowed: str
     accepts: Callable[[float], bool]
     integer: bool = False
+    #: Whether infinity is refused even where ``accepts`` takes it (``max_grad_norm: .inf`` is allowed)
+    finite: bool = True
 
     def check(self, key: str, value: Any) -> int | float:
         """
@@ -77,14 +81,76 @@ class Kind:
         :return: The value as ``int`` or ``float``
         :raises OptionError: When the value is not a number of this kind
         """
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                value = float(value)  # YAML reads 1e-3 (no dot) as a string
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        number = float(value) if ok else math.nan
-        if ok and math.isfinite(number) and (not self.integer or number.is_integer()) and self.accepts(number):
+        number = parse_number(value)
+        if (
+            number is not None
+            and not math.isnan(number)
+            and (math.isfinite(number) or not self.finite)
+            and (not self.integer or number.is_integer())
+            and self.accepts(number)
+        ):
             return int(number) if self.integer else number
-        raise OptionError(f"`{key}` = {value!r}: must be {self.allowed} ({self.name})")
+        shown = repr(value) if number is None else f"{number:g}"
+        raise OptionError(f"`{key}` = {shown}: must be {self.allowed} ({self.name})")
+
+    @classmethod
+    def interval(
+        cls,
+        name: str,
+        low: float | None = None,
+        high: float | None = None,
+        *,
+        low_open: bool = False,
+        high_open: bool = False,
+        integer: bool = False,
+    ) -> Kind:
+        """
+        :param name: What the value is, for the message (``discount factor``)
+        :param low: Lower bound (``None``: none)
+        :param high: Upper bound (``None``: none)
+        :param low_open: The lower bound itself is excluded
+        :param high_open: The upper bound itself is excluded
+        :param integer: Only whole numbers
+        :return: The kind of the numbers in that interval (infinity allowed where the interval reaches it)
+        """
+
+        def accepts(x: float) -> bool:
+            low_ok = low is None or (x > low if low_open else x >= low)
+            return low_ok and (high is None or (x < high if high_open else x <= high))
+
+        return cls(
+            name,
+            f"a {'whole ' if integer else ''}number {interval_text(low, high, low_open, high_open)}".rstrip(),
+            accepts,
+            integer=integer,
+            finite=False,
+        )
+
+
+def interval_text(low: float | None, high: float | None, low_open: bool = False, high_open: bool = False) -> str:
+    """:return: ``in (0, 1]``, ``> 0``, ``>= 1`` or ``""`` (no bounds)"""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{'<' if high_open else '<='} {high:g}"
+    return ""
+
+
+def parse_number(value: Any) -> float | None:
+    """
+    :param value: A value from YAML or Python
+    :return: It as a float, or ``None`` when it is not a number (a bool is not). A string that reads
+        as a number counts: PyYAML reads ``1e-3`` (no dot) as a string.
+    """
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return float(value)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
 
 
 #: Every kind by name.
@@ -167,9 +233,6 @@ def check_mapping(classes: tuple[type[Any], ...], value: Mapping[str, Any], pref
     for key, item in value.items():
         kind = kinds.get(str(key))
         if kind is None:
-            raise OptionError(
-                f"unknown key `{prefix}{key}`.{did_you_mean(str(key), kinds)} Allowed: "
-                f"{', '.join(prefix + name for name in kinds)}. Fix the spelling or remove it"
-            )
+            raise OptionError(unknown_key(str(key), kinds, prefix))
         out[str(key)] = kind.check(f"{prefix}{key}", item)
     return out

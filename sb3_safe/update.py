@@ -32,6 +32,7 @@ from gymnasium import spaces
 from stable_baselines3.common.type_aliases import Schedule
 from stable_baselines3.common.utils import FloatSchedule, explained_variance
 
+from sb3_safe.config.algorithms import KL_STOPS
 from sb3_safe.losses import (
     VALUE_LOSSES,
     ValueLossKind,
@@ -48,7 +49,6 @@ from sb3_safe.value_norm import ValueNormalizer
 
 __all__ = ["KL_STOPS", "SafeUpdateMixin"]
 
-KL_STOPS = ("minibatch", "epoch")
 
 # Names of the policy attributes whose parameters belong to the critic: SB3's ActorCriticPolicy
 # (value_net, the value MLP, its own features extractor) and sb3-contrib's recurrent policy

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from stable_baselines3.common.utils import LinearSchedule
 from torch import nn
 
-from sb3_safe.config import SCHEMA, load_config, parse_overrides
+from sb3_safe.config import ALGORITHMS, SCHEMA, algorithm_defaults, load_config, parse_overrides
 from sb3_safe.errors import ConfigError
 from sb3_safe.schedules import AdaptiveLearningRate
 from sb3_safe.zoo import parse_policy_kwargs_string
@@ -115,12 +117,12 @@ def error_of(tmp_path: Path, block: str, env_id: str = "Pendulum-v1", overrides:
     ("block", "expected"),
     [
         ("learnig_rate: 3e-4", "unknown key `learnig_rate`. Did you mean 'learning_rate'?"),
-        ("learning_rate: -0.001", "`learning_rate` = -0.001 is out of range: must be > 0"),
-        ("learning_rate: lin_-1", "`learning_rate` = -1 is out of range: must be > 0"),
+        ("learning_rate: -0.001", "`learning_rate` = -0.001: must be a number > 0"),
+        ("learning_rate: lin_-1", "`learning_rate` = -1: must be a number > 0"),
         ("learning_rate: fast", "`learning_rate` = 'fast' is not a number, lin_<number> or adaptive_<number>"),
-        ("gamma: 1.5", "`gamma` = 1.5 is out of range: must be in (0, 1]"),
-        ("gamma: 0", "`gamma` = 0 is out of range: must be in (0, 1]"),
-        ("n_steps: 10.5", "`n_steps` = 10.5 is not a whole number"),
+        ("gamma: 1.5", "`gamma` = 1.5: must be a number in (0, 1] (discount factor)"),
+        ("gamma: 0", "`gamma` = 0: must be a number in (0, 1]"),
+        ("n_steps: 10.5", "`n_steps` = 10.5: must be a whole number >= 1"),
         ("use_sde: yes please", "`use_sde` = 'yes please' is not true or false"),
         ("value_loss: hubr", "`value_loss` = 'hubr' is not allowed. Did you mean 'huber'?"),
         ("algo: ppo\nvalue_loss: huber", "`value_loss` is an sb3-safe option but `algo` is ppo"),
@@ -133,8 +135,8 @@ def error_of(tmp_path: Path, block: str, env_id: str = "Pendulum-v1", overrides:
         ("target_kl: null\nclip_range: null", "`clip_range` must not be null"),
         ("desired_kl: 0.02", "`desired_kl` sets the adaptive learning rate but `learning_rate` = 0.0003 is not adaptive"),
         ("learning_rate: adaptive_0.1", "`learning_rate` = 'adaptive_0.1': AdaptiveLearningRate `initial` = 0.1 is outside"),
-        ("learning_rate: adaptive_-1", "`learning_rate` = -1 is out of range: must be > 0"),
-        ("learning_rate: adaptive\nadaptive_lr_factor: 0.5", "`adaptive_lr_factor` = 0.5 is out of range: must be > 1"),
+        ("learning_rate: adaptive_-1", "`learning_rate` = -1: must be a number > 0"),
+        ("learning_rate: adaptive\nadaptive_lr_factor: 0.5", "`adaptive_lr_factor` = 0.5: must be a number > 1"),
         ("learning_rate: adaptive\nalgo: ppo", "`learning_rate` = 'adaptive' needs an sb3-safe algorithm"),
         ("critic_learning_rate: adaptive", "`critic_learning_rate` = 'adaptive': only learning_rate adapts"),
     ],
@@ -152,7 +154,7 @@ def test_batch_larger_than_rollout_warns_with_the_effective_size(tmp_path: Path)
 
 
 def test_overrides_are_validated_like_the_file(tmp_path: Path):
-    assert "`n_envs` = 0 is out of range: must be >= 1" in error_of(tmp_path, "n_steps: 8", overrides={"n_envs": 0})
+    assert "`n_envs` = 0: must be a whole number >= 1" in error_of(tmp_path, "n_steps: 8", overrides={"n_envs": 0})
 
 
 def test_missing_block_and_unknown_profile_explain_themselves(tmp_path: Path):
@@ -278,3 +280,23 @@ def test_adaptive_learning_rate_is_built_from_its_keys(tmp_path: Path):
 
 def test_every_schema_key_is_documented():
     assert all(spec.doc for spec in SCHEMA.values())
+
+
+def test_reading_a_profile_imports_no_torch():
+    """Checking a profile is plain data: torch, SB3 and the simulators load only to build a model."""
+    code = (
+        "import sys; from sb3_safe.config import load_config; "
+        "[load_config(p, e) for p in ('safe', 'baseline') for e in ('Pendulum-v1', 'vmas:transport', 'CartPoleNoVel-v1')]; "
+        "print(sorted(m for m in ('torch', 'stable_baselines3', 'sb3_contrib', 'vmas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name", list(ALGORITHMS))
+def test_the_algorithm_tables_defaults_are_the_constructors(name: str):
+    """The table keeps the defaults profile checks read without importing the class; they must be the class's own."""
+    table = ALGORITHMS[name]
+    from_signature = algorithm_defaults(name)
+    assert {key: from_signature[key] for key in table.defaults} == dict(table.defaults)
+    assert table.cls.__name__ == table.class_path.rpartition(".")[2]

@@ -238,7 +238,7 @@ def test_evaluation_counts_team_returns_of_whole_episodes():
     ("env_id", "overrides", "message"),
     [
         ("Pendulum-v1", {"centralized_critic": True}, "`centralized_critic` is for multi-agent environments"),
-        (SPREAD, {"algo": "safe_recurrent_ppo", "policy": "MlpLstmPolicy"}, "not supported on PettingZoo environments"),
+        (SPREAD, {"algo": "safe_recurrent_ppo", "policy": "MlpLstmPolicy"}, "not supported on multi-agent environments"),
         (SPREAD, {"pettingzoo_adapter": "supersuit"}, "needs pettingzoo_adapter: sb3_safe"),
         (SPREAD, {"env_wrapper": ["gymnasium.wrappers.ClipReward"]}, "`env_wrapper` wraps Gymnasium environments"),
     ],

@@ -11,7 +11,8 @@ import pytest
 
 from sb3_safe.callbacks import HealthMonitorCallback, MonitorOptions, RollbackCallback, RollbackOptions
 from sb3_safe.cli import main
-from sb3_safe.config import SCHEMA, VALIDATORS, Spec, _check, load_config
+from sb3_safe.config import SCHEMA, VALIDATORS, Spec, load_config
+from sb3_safe.config.checks import _check
 from sb3_safe.errors import ConfigError
 from sb3_safe.health import Thresholds
 from sb3_safe.options import KINDS, OptionError, check_mapping, option_kinds

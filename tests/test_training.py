@@ -191,7 +191,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
     [
         (["--env", "Pendulm-v1"], "unknown environment id 'Pendulm-v1'. Did you mean 'Pendulum-v1'?"),
         (["--set", "learnig_rate=1e-4"], "unknown key `learnig_rate`. Did you mean 'learning_rate'?"),
-        (["--set", "learning_rate=-1"], "`learning_rate` = -1 is out of range: must be > 0"),
+        (["--set", "learning_rate=-1"], "`learning_rate` = -1: must be a number > 0"),
         (["--profile", "safer"], "unknown profile 'safer'. Did you mean 'safe'?"),
         (["--checkpoint", "missing.zip"], "checkpoint 'missing.zip' does not exist"),
     ],

@@ -5,15 +5,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 
+from sb3_safe.callback_options import MonitorOptions
 from sb3_safe.health import SEVERITY_RANK, Finding, HealthHistory, Thresholds, TroubleTracker, detect, trimmed_mean
-from sb3_safe.options import CountOrZero, check_fields
 from sb3_safe.runs import append_jsonl
 
 __all__ = ["EPISODE_WINDOW", "HealthMonitorCallback", "MonitorOptions"]
@@ -21,17 +20,6 @@ __all__ = ["EPISODE_WINDOW", "HealthMonitorCallback", "MonitorOptions"]
 #: The training return is measured over the episodes that ended in the latest rollout when they are
 #: at least this many, otherwise over this many latest episodes (SB3's ``stats_window_size``).
 EPISODE_WINDOW = 100
-
-
-@dataclass(frozen=True)
-class MonitorOptions:
-    """The monitor's own options (a profile's ``health:`` block holds these and every :class:`Thresholds` field)."""
-
-    #: A finding code is reported again after this many updates without it.
-    quiet_updates: CountOrZero = 5
-
-    def __post_init__(self) -> None:
-        check_fields(self)
 
 
 class HealthMonitorCallback(BaseCallback):

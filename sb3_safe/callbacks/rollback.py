@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,39 +9,16 @@ import numpy as np
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.type_aliases import Schedule
 
+from sb3_safe.callback_options import RollbackOptions
 from sb3_safe.callbacks.guard import NonFiniteGuardCallback
 from sb3_safe.callbacks.monitor import HealthMonitorCallback
 from sb3_safe.confirmation import SnapshotConfirmer
 from sb3_safe.health import Finding, gain_lost
-from sb3_safe.options import CountOrZero, Factor, OptionError, check_fields
 from sb3_safe.runs import RunFolder, append_jsonl, save_with_stats
 from sb3_safe.schedules import adaptive_rate_of
 from sb3_safe.snapshots import Snapshot, restore_snapshot, take_snapshot
 
 __all__ = ["RollbackCallback", "RollbackOptions", "ScaledSchedule"]
-
-
-@dataclass(frozen=True)
-class RollbackOptions:
-    """What :class:`RollbackCallback` does; a profile's ``rollback:`` block sets these."""
-
-    #: Multiply the learning rates (actor and critic) by this at each rollback.
-    lr_factor: Factor = 0.5
-    #: Rollbacks allowed before training stops (0: stop at the first trouble).
-    max_rollbacks: CountOrZero = 3
-    #: Healthy updates a snapshot must survive before it can be restored.
-    confirm_updates: CountOrZero = 2
-    #: Episodes started after a snapshot that must vouch for it (0: updates alone).
-    confirm_episodes: CountOrZero = 5
-    #: Updates after which a snapshot short of episodes is confirmed anyway.
-    confirm_max_updates: CountOrZero = 10
-
-    def __post_init__(self) -> None:
-        check_fields(self)
-        if self.confirm_max_updates < self.confirm_updates:
-            raise OptionError(
-                f"`confirm_max_updates` = {self.confirm_max_updates}: must be >= `confirm_updates` ({self.confirm_updates})"
-            )
 
 
 class ScaledSchedule:

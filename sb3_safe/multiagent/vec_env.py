@@ -39,6 +39,7 @@ import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn, VecEnvWrapper
 
+from sb3_safe.env_ids import PETTINGZOO_PREFIX, is_pettingzoo
 from sb3_safe.errors import ConfigError
 from sb3_safe.multiagent.team import TeamVecEnv
 
@@ -53,14 +54,9 @@ __all__ = [
 ]
 
 #: Environment ids of the form ``pettingzoo:<module>`` name a module with a ``parallel_env`` function.
-PREFIX = "pettingzoo:"
+PREFIX = PETTINGZOO_PREFIX
 
 ParallelEnv = Any  # pettingzoo.ParallelEnv, kept out of the type signatures so pettingzoo stays optional
-
-
-def is_pettingzoo(env_id: str) -> bool:
-    """:return: Whether ``env_id`` names a PettingZoo environment (``pettingzoo:<module>``)"""
-    return env_id.startswith(PREFIX)
 
 
 def check_pettingzoo_id(env_id: str) -> Callable[..., ParallelEnv]:

@@ -43,22 +43,18 @@ import torch as th
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
+from sb3_safe.env_ids import VMAS_PREFIX, is_vmas
 from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.multiagent.team import TeamVecEnv
 
 __all__ = ["DEFAULT_MAX_STEPS", "PREFIX", "VmasVecEnv", "check_vmas_id", "is_vmas", "scenario_names"]
 
 #: Environment ids of the form ``vmas:<scenario>`` name a VMAS scenario.
-PREFIX = "vmas:"
+PREFIX = VMAS_PREFIX
 #: The horizon when ``env_kwargs`` sets no ``max_steps`` (BenchMARL's for navigation and transport).
 DEFAULT_MAX_STEPS = 100
 #: ``env_kwargs`` that go to ``vmas.make_env`` itself; every other key goes to the scenario.
 MAKE_ENV_KEYS = ("max_steps", "continuous_actions", "clamp_actions", "multidiscrete_actions")
-
-
-def is_vmas(env_id: str) -> bool:
-    """:return: Whether ``env_id`` names a VMAS scenario (``vmas:<scenario>``)"""
-    return env_id.startswith(PREFIX)
 
 
 def _import_vmas() -> Any:
