@@ -12,7 +12,7 @@ import argparse
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from sb3_safe.config import load_config, parse_overrides
     from sb3_safe.envs import check_env_id
-    from sb3_safe.training import train
+    from sb3_safe.training import TrainSettings, train
 
     th.set_num_threads(args.threads)
     check_env_id(args.env)
@@ -233,8 +233,7 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.keep_checkpoints is not None:
         overrides["keep_checkpoints"] = args.keep_checkpoints
     config = load_config(args.profile, args.env, overrides)
-    result = train(
-        config,
+    settings = TrainSettings(
         seed=args.seed,
         runs_root=args.runs_root,
         run_dir=args.run_dir,
@@ -245,8 +244,9 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
         save_freq=args.save_freq,
         n_eval_episodes=args.eval_episodes,
         argv=["sb3-safe", *argv],
-        explicit=explicit,
+        explicit=frozenset(explicit),
     )
+    result = train(config, settings)
     return _finished(result)
 
 
@@ -262,7 +262,7 @@ def _finished(result: TrainResult) -> int:
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
+def _eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from sb3_safe.training import evaluate
 
     result = evaluate(
@@ -272,7 +272,7 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _diagnose(args: argparse.Namespace) -> int:
+def _diagnose(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from sb3_safe.diagnose import diagnose
 
     diagnosis = diagnose(args.path, target_kl=args.target_kl)
@@ -288,13 +288,12 @@ def _diagnose(args: argparse.Namespace) -> int:
 def _recover(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from sb3_safe.config import parse_overrides
     from sb3_safe.envs import check_env_id
-    from sb3_safe.recover import recover
+    from sb3_safe.recover import RecoverSettings, recover
 
     th.set_num_threads(args.threads)
     if args.env is not None:
         check_env_id(args.env)
-    recovery = recover(
-        args.run,
+    settings = RecoverSettings(
         profile=args.profile,
         env_id=args.env,
         timesteps=args.timesteps,
@@ -302,8 +301,8 @@ def _recover(args: argparse.Namespace, argv: Sequence[str]) -> int:
         from_step=args.from_step,
         seed=args.seed,
         argv=["sb3-safe", *argv],
-        dry_run=args.dry_run,
     )
+    recovery = recover(args.run, settings, dry_run=args.dry_run)
     result = recovery.result
     if result is None:
         print(f"sb3-safe recover: {recovery.reason}", flush=True)
@@ -311,7 +310,7 @@ def _recover(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return _finished(result)
 
 
-def _tune(args: argparse.Namespace) -> int:
+def _tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
     import optuna
 
     from sb3_safe.config import load_config, parse_overrides
@@ -355,7 +354,7 @@ def _tune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bench(args: argparse.Namespace) -> int:
+def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from sb3_safe.bench import load_suite, markdown_table, run_suite, summarize, write_outputs
 
     suite = load_suite(args.suite)
@@ -365,6 +364,17 @@ def _bench(args: argparse.Namespace) -> int:
     print(markdown_table(summarize(rows)))
     print(f"Results: {out / 'results.csv'}, {out / 'summary.md'}; curves: {', '.join(str(p) for p in plots)}")
     return 0
+
+
+#: Each subcommand's handler: ``handler(parsed arguments, the command line) -> exit status``.
+COMMANDS: dict[str, Callable[[argparse.Namespace, Sequence[str]], int]] = {
+    "train": _train,
+    "eval": _eval,
+    "diagnose": _diagnose,
+    "recover": _recover,
+    "tune": _tune,
+    "bench": _bench,
+}
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
@@ -384,17 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning
-            if args.command == "train":
-                return _train(args, argv)
-            if args.command == "diagnose":
-                return _diagnose(args)
-            if args.command == "recover":
-                return _recover(args, argv)
-            if args.command == "tune":
-                return _tune(args)
-            if args.command == "bench":
-                return _bench(args)
-            return _eval(args)
+            return COMMANDS[args.command](args, argv)
     except UserError as error:
         print(f"sb3-safe: error: {error}", file=sys.stderr)
         return EXIT_USAGE

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +32,22 @@ from sb3_safe.diagnose import diagnose
 from sb3_safe.errors import ConfigError, RunFolderError
 from sb3_safe.health import Finding, Thresholds, evaluation_noise_floor, evaluation_peak_before
 from sb3_safe.runs import RunFolder, free_path, list_checkpoints
-from sb3_safe.training import TrainResult, train
+from sb3_safe.training import TrainResult, TrainSettings, train
 
-__all__ = ["Trouble", "choose_checkpoint", "find_checkpoints", "find_trouble", "recover", "run_thresholds"]
+__all__ = [
+    "RecoverSettings",
+    "Recovery",
+    "Trouble",
+    "choose_checkpoint",
+    "find_checkpoints",
+    "find_trouble",
+    "plan_recovery",
+    "recover",
+    "run_recovery",
+    "run_thresholds",
+]
 
 _ANY_CHECKPOINT = re.compile(r".*_(\d+)_steps\.zip")
-# Trouble codes of runs that ended early without a critical finding.
-_STOPS = ("unfinished", "crash")
 # Profile keys that shape the network: a recovered run keeps its parent's.
 _NETWORK_KEYS = ("policy", "policy_kwargs", "use_sde")
 
@@ -157,33 +166,11 @@ def choose_checkpoint(checkpoints: Sequence[tuple[int, Path]], before: int) -> t
     return earlier[-1] if earlier else None
 
 
-@dataclass
-class Recovery:
-    """What :func:`recover` decided, and the run it trained (``None`` when it had nothing to do)."""
-
-    trouble: Trouble | None
-    checkpoint: tuple[int, Path] | None
-    reason: str
-    result: TrainResult | None = None
-
-
-def recover(
-    run: Path,
-    *,
-    profile: str = "safe",
-    env_id: str | None = None,
-    timesteps: int | None = None,
-    overrides: Mapping[str, Any] | None = None,
-    from_step: int | None = None,
-    seed: int | None = None,
-    argv: Sequence[str] = (),
-    progress_bar: bool | None = None,
-    dry_run: bool = False,
-) -> Recovery:
+@dataclass(frozen=True)
+class RecoverSettings:
     """
-    Find the trouble of a run, pick the checkpoint before it, and continue under ``profile``.
+    How :func:`recover` continues a run.
 
-    :param run: The run folder
     :param profile: The profile to continue with
     :param env_id: The environment (default: the run's, from its ``config.yml``)
     :param timesteps: The budget in total steps (default: the run's ``n_timesteps``)
@@ -192,23 +179,64 @@ def recover(
     :param seed: Seed (default: the run's)
     :param argv: The command line, for ``command.txt``
     :param progress_bar: See :func:`sb3_safe.training.train`
-    :param dry_run: Decide and explain, train nothing
-    :return: The decision, and the new run when one was trained
+    """
+
+    profile: str = "safe"
+    env_id: str | None = None
+    timesteps: int | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    from_step: int | None = None
+    seed: int | None = None
+    argv: Sequence[str] = ()
+    progress_bar: bool | None = None
+
+
+@dataclass
+class Recovery:
+    """What :func:`plan_recovery` decided, and the run :func:`run_recovery` trained (``None`` until then)."""
+
+    trouble: Trouble | None
+    checkpoint: tuple[int, Path] | None
+    reason: str
+    result: TrainResult | None = None
+    #: The run folder that went wrong
+    run: Path | None = None
+    #: Its environment, budget, seed and profile block (what the new run takes over)
+    env_id: str | None = None
+    budget: int = 0
+    seed: int = 0
+    block: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def needed(self) -> bool:
+        """Whether there is a run to train (trouble was found, or a step was asked for)."""
+        return self.run is not None
+
+
+def plan_recovery(run: Path, settings: RecoverSettings | None = None) -> Recovery:
+    """
+    Find the trouble of a run and pick the checkpoint before it; train nothing (``--dry-run`` prints this).
+
+    :param run: The run folder
+    :param settings: How to continue (default: :class:`RecoverSettings`)
+    :return: The decision
     :raises RunFolderError: When ``run`` is no run folder
     :raises ConfigError: When the environment or budget cannot be known
     """
+    settings = settings or RecoverSettings()
     if not run.is_dir():
         raise RunFolderError(f"{str(run)!r} is not a run folder. Pass the folder a training run wrote (runs/<env>/<run>)")
     folder = RunFolder(run)
     known_env, block, info = _parent(folder)
-    env_id = env_id or known_env
+    env_id = settings.env_id or known_env
     if env_id is None:
         raise ConfigError(f"{str(run)!r} has no config.yml to name its environment. Pass --env ENV_ID")
-    budget = timesteps or (int(block["n_timesteps"]) if "n_timesteps" in block else None)
+    budget = settings.timesteps or (int(block["n_timesteps"]) if "n_timesteps" in block else None)
     if budget is None:
         raise ConfigError(f"{str(run)!r} does not record its budget. Pass --timesteps N (total steps)")
     trouble = find_trouble(run)
     checkpoints = _with_best_model(find_checkpoints(run), folder)
+    from_step = settings.from_step
     if from_step is not None:
         limit = from_step
         chosen = choose_checkpoint(checkpoints, from_step)
@@ -224,14 +252,28 @@ def recover(
         reason += f"; no checkpoint at or before step {limit:,} ({first}): starting afresh"
     else:
         reason += f"; newest checkpoint before it: {chosen[1].name} (step {chosen[0]:,})"
-    recovery = Recovery(trouble, chosen, reason)
-    if dry_run:
-        return recovery
-    print(f"sb3-safe recover: {reason}", flush=True)
+    seed = int(info.get("seed", 0)) if settings.seed is None else settings.seed
+    return Recovery(trouble, chosen, reason, run=run, env_id=env_id, budget=budget, seed=seed, block=block)
+
+
+def run_recovery(recovery: Recovery, settings: RecoverSettings | None = None) -> TrainResult:
+    """
+    Train what :func:`plan_recovery` decided: the chosen checkpoint resumed under the profile, to the
+    run's budget, in a new folder beside the run whose ``config.yml`` records the chain.
+
+    :param recovery: A decision that :attr:`Recovery.needed` a run
+    :param settings: The same settings the plan was made with
+    :return: The new run (also kept as ``recovery.result``)
+    """
+    settings = settings or RecoverSettings()
+    if recovery.run is None or recovery.env_id is None:
+        raise ValueError("run_recovery needs a plan that found something to recover (Recovery.needed)")
+    run, trouble, chosen = recovery.run, recovery.trouble, recovery.checkpoint
+    print(f"sb3-safe recover: {recovery.reason}", flush=True)
+    RunFolder(run).remove_stale_temporaries()
     # The network is the run's: its shape keys carry over (the profile's would not fit the checkpoint).
-    carried = {key: block[key] for key in _NETWORK_KEYS if key in block}
-    merged = {**carried, **(overrides or {}), "n_timesteps": budget}
-    config = load_config(profile, env_id, merged)
+    carried = {key: recovery.block[key] for key in _NETWORK_KEYS if key in recovery.block}
+    config = load_config(settings.profile, recovery.env_id, {**carried, **settings.overrides, "n_timesteps": recovery.budget})
     lineage = {
         "parent_run": str(run.resolve()),
         "checkpoint": None if chosen is None else str(chosen[1].resolve()),
@@ -239,19 +281,39 @@ def recover(
         "trouble": None if trouble is None else trouble.code,
         "trouble_timestep": None if trouble is None else trouble.timestep,
         "onset": None if trouble is None else trouble.onset,
-        "reason": reason,
-        "profile": profile,
+        "reason": recovery.reason,
+        "profile": settings.profile,
     }
     recovery.result = train(
         config,
-        seed=int(info.get("seed", 0)) if seed is None else seed,
-        run_dir=_new_folder(run, profile),
-        checkpoint=None if chosen is None else chosen[1],
-        argv=argv,
-        progress_bar=progress_bar,
-        explicit=set(overrides or {}),
-        lineage=lineage,
+        TrainSettings(
+            seed=recovery.seed,
+            run_dir=_new_folder(run, settings.profile),
+            checkpoint=None if chosen is None else chosen[1],
+            argv=settings.argv,
+            progress_bar=settings.progress_bar,
+            explicit=frozenset(settings.overrides),
+            lineage=lineage,
+        ),
     )
+    return recovery.result
+
+
+def recover(run: Path, settings: RecoverSettings | None = None, *, dry_run: bool = False, **changes: Any) -> Recovery:
+    """
+    Find the trouble of a run, pick the checkpoint before it, and continue under the profile
+    (:func:`plan_recovery`, then :func:`run_recovery` unless ``dry_run``).
+
+    :param run: The run folder
+    :param settings: How to continue (default: :class:`RecoverSettings`)
+    :param dry_run: Decide and explain, train nothing
+    :param changes: :class:`RecoverSettings` fields that replace ``settings``' (``recover(run, profile="safe")``)
+    :return: The decision, and the new run when one was trained
+    """
+    settings = replace(settings or RecoverSettings(), **changes)
+    recovery = plan_recovery(run, settings)
+    if recovery.needed and not dry_run:
+        run_recovery(recovery, settings)
     return recovery
 
 

@@ -91,9 +91,12 @@ class RunFolder:
     def tensorboard_dir(self) -> Path:
         return self.path / "tb"
 
+    #: The health monitor's event log, in the run folder or beside SB3's logger output
+    HEALTH_LOG = "health.jsonl"
+
     @property
     def health_log(self) -> Path:
-        return self.path / "health.jsonl"
+        return self.path / self.HEALTH_LOG
 
     @property
     def checkpoints_dir(self) -> Path:
@@ -147,14 +150,26 @@ class RunFolder:
         stem = f"{_slug(Path(profile).stem)}-s{seed}-{time.strftime('%Y%m%d-%H%M%S')}"
         parent = root / _slug(env_id)
         parent.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1000):
-            candidate = parent / (stem if attempt == 0 else f"{stem}-{attempt}")
+        for candidate in itertools.islice(_free_names(parent / stem), 1000):
             try:
                 candidate.mkdir()  # atomic: two runs started in the same second get different folders
             except FileExistsError:
                 continue
             return cls(candidate)
         raise RunFolderError(f"cannot create a new run folder under {parent}: 1000 names taken. Use --runs-root")
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """
+        Remove what an interrupted atomic write left in ``checkpoints/`` (a SIGKILL between writing
+        ``.model_<N>_steps.zip.<random>.tmp`` and renaming it): never a checkpoint, never read, and
+        nothing else removes it. Called when a run folder is opened to resume or recover from.
+
+        :return: The files removed
+        """
+        stale = sorted(self.checkpoints_dir.glob(".*.tmp")) if self.checkpoints_dir.is_dir() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
 
     @classmethod
     def containing(cls, path: Path) -> RunFolder | None:
@@ -278,13 +293,16 @@ def list_checkpoints(
     return sorted(found)
 
 
+def _free_names(base: Path) -> Iterator[Path]:
+    """The one naming rule for a folder whose name is taken: ``base``, then ``base-2``, ``base-3``, ..."""
+    yield base
+    for n in itertools.count(2):
+        yield base.with_name(f"{base.name}-{n}")
+
+
 def free_path(base: Path) -> Path:
     """:return: ``base``, or the first of ``base-2``, ``base-3``, ... that does not exist (results are never overwritten)"""
-    candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+    return next(candidate for candidate in _free_names(base) if not candidate.exists())
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

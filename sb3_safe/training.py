@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,17 @@ from sb3_safe.runs import (
     stats_path_for,
 )
 
-__all__ = ["EvalResult", "ProgressLineCallback", "TrainResult", "evaluate", "show_progress_bar", "train"]
+__all__ = [
+    "EvalResult",
+    "ProgressLineCallback",
+    "ResourceLogCallback",
+    "TrainResult",
+    "TrainSettings",
+    "evaluate",
+    "resident_memory_mb",
+    "show_progress_bar",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -156,34 +166,16 @@ class _SaveBest(BaseCallback):
         return True
 
 
-def train(
-    config: TrainConfig,
-    *,
-    seed: int = 0,
-    runs_root: Path = Path("runs"),
-    run_dir: Path | None = None,
-    vec_env: str = "dummy",
-    device: str = "cpu",
-    checkpoint: Path | None = None,
-    eval_freq: int | None = None,
-    save_freq: int | None = None,
-    n_eval_episodes: int = 5,
-    argv: Sequence[str] = (),
-    progress_bar: bool | None = None,
-    callbacks: Sequence[BaseCallback] = (),
-    env_wrapper: Callable[[gym.Env], gym.Env] | None = None,
-    explicit: Collection[str] = (),
-    lineage: Mapping[str, Any] | None = None,
-) -> TrainResult:
+@dataclass(frozen=True)
+class TrainSettings:
     """
-    Train one run into a new run folder.
+    How one run trains, beside its profile block: everything :func:`train` takes by name.
 
-    :param config: The validated profile block
     :param seed: Seed of the model and the environments (evaluation uses ``seed + 1000``)
     :param runs_root: Parent of the run folders
     :param run_dir: An explicit run folder (must not exist)
-    :param vec_env: ``dummy`` or ``subproc``
-    :param device: Torch device
+    :param vec_env: How copies are stepped (:data:`sb3_safe.envs.VEC_ENVS`)
+    :param device: Torch device (a batched simulator runs there too)
     :param checkpoint: A model ``.zip`` to resume from; its VecNormalize statistics are loaded
         with it and the timestep count goes on from the checkpoint's to ``n_timesteps``
     :param eval_freq: Evaluate every this many environment steps (default: 20 times a run)
@@ -191,54 +183,87 @@ def train(
     :param n_eval_episodes: Episodes per evaluation
     :param argv: The command line, for ``command.txt``
     :param progress_bar: SB3's progress bar (default: :func:`show_progress_bar`), else plain lines
-    :param callbacks: More callbacks
-    :param env_wrapper: An extra gymnasium wrapper for the training environments (fault injection)
     :param explicit: Profile keys set on the command line (see :func:`sb3_safe.build.build_run`)
     :param lineage: Where this run comes from (``sb3-safe recover``: parent run, checkpoint, reason),
         written to ``config.yml``'s ``run_info``
+    """
+
+    seed: int = 0
+    runs_root: Path = Path("runs")
+    run_dir: Path | None = None
+    vec_env: str = "dummy"
+    device: str = "cpu"
+    checkpoint: Path | None = None
+    eval_freq: int | None = None
+    save_freq: int | None = None
+    n_eval_episodes: int = 5
+    argv: Sequence[str] = ()
+    progress_bar: bool | None = None
+    explicit: Collection[str] = ()
+    lineage: Mapping[str, Any] | None = None
+
+
+def train(
+    config: TrainConfig,
+    settings: TrainSettings | None = None,
+    *,
+    callbacks: Sequence[BaseCallback] = (),
+    env_wrapper: Callable[[gym.Env], gym.Env] | None = None,
+    **changes: Any,
+) -> TrainResult:
+    """
+    Train one run into a new run folder.
+
+    :param config: The validated profile block
+    :param settings: How to train (default: :class:`TrainSettings`'s defaults)
+    :param callbacks: More callbacks
+    :param env_wrapper: An extra gymnasium wrapper for the training environments (fault injection)
+    :param changes: :class:`TrainSettings` fields that replace ``settings``' (``train(config, seed=1)``)
     :return: The run
     """
+    settings = _with_changes(settings or TrainSettings(), changes)
+    if settings.checkpoint is not None:
+        opened = RunFolder.containing(settings.checkpoint)
+        if opened is not None:
+            opened.remove_stale_temporaries()
     target = config.n_timesteps
     built = build_run(
-        config, seed=seed, vec_env=vec_env, device=device, checkpoint=checkpoint, env_wrapper=env_wrapper, explicit=explicit
+        config,
+        seed=settings.seed,
+        vec_env=settings.vec_env,
+        device=settings.device,
+        checkpoint=settings.checkpoint,
+        env_wrapper=env_wrapper,
+        explicit=settings.explicit,
     )
     try:
         remaining = target - built.start_timesteps
         if remaining <= 0:
             raise ConfigError(
-                f"--checkpoint {str(checkpoint)!r} is at {built.start_timesteps} steps, n_timesteps is {target}: nothing "
-                f"to train. Pass --timesteps larger than {built.start_timesteps}"
+                f"--checkpoint {str(settings.checkpoint)!r} is at {built.start_timesteps} steps, n_timesteps is {target}: "
+                f"nothing to train. Pass --timesteps larger than {built.start_timesteps}"
             )
-        folder = RunFolder.create(runs_root, config.env_id, config.profile, seed, run_dir)
-        return _train_into(
-            folder,
-            built,
-            remaining,
-            checkpoint,
-            seed,
-            device,
-            vec_env,
-            eval_freq,
-            save_freq,
-            n_eval_episodes,
-            argv,
-            progress_bar,
-            callbacks,
-            lineage,
-        )
+        folder = RunFolder.create(settings.runs_root, config.env_id, config.profile, settings.seed, settings.run_dir)
+        return _train_into(folder, built, remaining, settings, callbacks)
     finally:
         built.close()
 
 
-def _run_info(
-    config: TrainConfig, seed: int, device: str, vec_env: str, checkpoint: Path | None, start: int
-) -> dict[str, Any]:
+def _with_changes(settings: TrainSettings, changes: Mapping[str, Any]) -> TrainSettings:
+    unknown = sorted(set(changes) - {f.name for f in fields(TrainSettings)})
+    if unknown:
+        raise TypeError(f"train() got an unexpected keyword argument {unknown[0]!r} (not a TrainSettings field)")
+    return replace(settings, **changes) if changes else settings
+
+
+def _run_info(config: TrainConfig, settings: TrainSettings, start: int) -> dict[str, Any]:
+    checkpoint = settings.checkpoint
     return {
         "profile": config.profile,
         "profile_file": str(config.source.resolve()),
-        "seed": seed,
-        "device": device,
-        "vec_env": vec_env,
+        "seed": settings.seed,
+        "device": settings.device,
+        "vec_env": settings.vec_env,
         "resumed_from": None if checkpoint is None else str(checkpoint.resolve()),
         "resumed_at_timestep": start,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -252,24 +277,12 @@ def _run_info(
 
 
 def _train_into(
-    folder: RunFolder,
-    built: BuiltRun,
-    remaining: int,
-    checkpoint: Path | None,
-    seed: int,
-    device: str,
-    vec_env: str,
-    eval_freq: int | None,
-    save_freq: int | None,
-    n_eval_episodes: int,
-    argv: Sequence[str],
-    progress_bar: bool | None,
-    callbacks: Sequence[BaseCallback],
-    lineage: Mapping[str, Any] | None = None,
+    folder: RunFolder, built: BuiltRun, remaining: int, settings: TrainSettings, callbacks: Sequence[BaseCallback]
 ) -> TrainResult:
     config, model = built.config, built.model
     target = config.n_timesteps
-    run_info = _run_info(config, seed, device, vec_env, checkpoint, built.start_timesteps)
+    checkpoint, lineage, n_eval_episodes = settings.checkpoint, settings.lineage, settings.n_eval_episodes
+    run_info = _run_info(config, settings, built.start_timesteps)
     if checkpoint is not None:
         run_info["resume_changes"] = list(built.resume_changes)
         for change in built.resume_changes:
@@ -277,7 +290,7 @@ def _train_into(
     if lineage is not None:
         run_info["recovered_from"] = dict(lineage)
     block = {**config.effective_values(), "n_timesteps": target}
-    folder.write_config({config.env_id: block}, run_info, argv or ["sb3-safe", "train", "--env", config.env_id])
+    folder.write_config({config.env_id: block}, run_info, settings.argv or ["sb3-safe", "train", "--env", config.env_id])
     model.set_logger(
         Logger(
             str(folder.path),
@@ -288,8 +301,8 @@ def _train_into(
     if checkpoint is not None and safety.monitor is not None:
         _resume_monitor(safety.monitor, checkpoint)
     n_envs = built.venv.num_envs
-    eval_every = eval_freq or max(target // 20, 1)
-    save_every = save_freq or max(target // 10, 1)
+    eval_every = settings.eval_freq or max(target // 20, 1)
+    save_every = settings.save_freq or max(target // 10, 1)
     all_callbacks: list[BaseCallback] = [
         *safety.as_list(),  # first: they repair NaN observations and statistics before evaluation and checkpoints
         AtomicCheckpointCallback(
@@ -311,7 +324,7 @@ def _train_into(
         ResourceLogCallback(),
         *callbacks,
     ]
-    bar = show_progress_bar() if progress_bar is None else progress_bar
+    bar = show_progress_bar() if settings.progress_bar is None else settings.progress_bar
     if not bar:
         all_callbacks.append(ProgressLineCallback(remaining))
     print(f"Run folder: {folder.path}", flush=True)

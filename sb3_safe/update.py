@@ -24,6 +24,7 @@ import copy
 import warnings
 from collections.abc import Iterable
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,24 @@ __all__ = ["KL_STOPS", "SafeUpdateMixin"]
 # (its critic LSTM, or the linear ``critic`` layer it uses without one).
 _CRITIC_MODULES = ("value_net", "vf_features_extractor", "lstm_critic", "critic")
 _CRITIC_GROUP = "critic"
+
+
+@dataclass
+class UpdateLog:
+    """What one update measured, minibatch by minibatch (the means go into :class:`~sb3_safe.stats.UpdateStats`)."""
+
+    policy_gradient_loss: list[float] = field(default_factory=list)
+    value_loss: list[float] = field(default_factory=list)
+    entropy_loss: list[float] = field(default_factory=list)
+    clip_fraction: list[float] = field(default_factory=list)
+    ratio_mean: list[float] = field(default_factory=list)
+    #: Approx KL of the last epoch's minibatches (SB3 logs the last epoch's)
+    approx_kl: list[np.ndarray] = field(default_factory=list)
+    #: ``[actor, critic]`` gradient norms of the steps taken
+    grad_norms: list[th.Tensor] = field(default_factory=list)
+    #: Minibatches skipped for a non-finite loss or gradient
+    skipped: int = 0
+    epochs_run: int = 0
 
 
 class SafeUpdateMixin:
@@ -197,21 +216,13 @@ class SafeUpdateMixin:
 
         critic_ids = self._critic_parameters()
         roles = [(p, id(p) in critic_ids) for p in self.policy.parameters()]
-        entropy_losses: list[float] = []
-        pg_losses: list[float] = []
-        value_losses: list[float] = []
-        clip_fractions: list[float] = []
-        ratio_means: list[float] = []
-        grad_norms: list[th.Tensor] = []
-        approx_kl_divs: list[np.ndarray] = []
-        skipped = 0
-        epochs_run = 0
+        log = UpdateLog()
         continue_training = True
 
         with normalizer.raw_output() if normalizer is not None else nullcontext():
             for epoch in range(self.n_epochs):
-                approx_kl_divs = []
-                epochs_run += 1
+                log.approx_kl = []  # SB3 logs the last epoch's
+                log.epochs_run += 1
                 for rollout_data in self.rollout_buffer.get(self.batch_size):
                     actions = rollout_data.actions
                     if isinstance(self.action_space, spaces.Discrete):
@@ -226,25 +237,25 @@ class SafeUpdateMixin:
                     log_ratio = log_prob - rollout_data.old_log_prob
                     ratio = th.exp(log_ratio)
                     policy_loss = clipped_surrogate_loss(advantages, ratio, clip_range, mask)
-                    pg_losses.append(policy_loss.item())
-                    clip_fractions.append(clip_fraction(ratio, clip_range, mask).item())
-                    ratio_means.append(masked_mean(ratio, mask).item())
+                    log.policy_gradient_loss.append(policy_loss.item())
+                    log.clip_fraction.append(clip_fraction(ratio, clip_range, mask).item())
+                    log.ratio_mean.append(masked_mean(ratio, mask).item())
 
                     returns, old_values = rollout_data.returns, rollout_data.old_values
                     if normalizer is not None:
                         returns, old_values = normalizer.normalize(returns), normalizer.normalize(old_values)
                     v_loss = value_loss(values, old_values, returns, self.value_loss, clip_range_vf, self.huber_delta, mask)
-                    value_losses.append(v_loss.item())
+                    log.value_loss.append(v_loss.item())
 
                     # Approximate the entropy when it has no analytical form
                     entropy_loss = -masked_mean(-log_prob, mask) if entropy is None else -masked_mean(entropy, mask)
-                    entropy_losses.append(entropy_loss.item())
+                    log.entropy_loss.append(entropy_loss.item())
 
                     loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * v_loss
 
                     with th.no_grad():
                         approx_kl_div = approx_kl(log_ratio, mask).cpu().numpy()
-                        approx_kl_divs.append(approx_kl_div)
+                        log.approx_kl.append(approx_kl_div)
 
                     if self.kl_stop == "minibatch" and self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
                         continue_training = False
@@ -256,34 +267,21 @@ class SafeUpdateMixin:
                     loss.backward()  # type: ignore[no-untyped-call]
                     norms = self._guarded_step(loss, roles)
                     if norms is None:
-                        skipped += 1
+                        log.skipped += 1
                     else:
-                        grad_norms.append(norms)
+                        log.grad_norms.append(norms)
 
                 self._n_updates += 1
                 if not continue_training:
                     break
                 if self.kl_stop == "epoch" and self.target_kl is not None:
-                    epoch_kl = float(np.mean(approx_kl_divs))
+                    epoch_kl = float(np.mean(log.approx_kl))
                     if epoch_kl > self.target_kl:
                         if self.verbose >= 1:
                             print(f"Early stopping after epoch {epoch}: mean approx kl {epoch_kl:.4f} > {self.target_kl}")
                         break
 
-        self.last_update = self._update_stats(
-            epochs_run=epochs_run,
-            clip_range=clip_range,
-            clip_range_vf=clip_range_vf,
-            loss=loss.item(),
-            pg_losses=pg_losses,
-            value_losses=value_losses,
-            entropy_losses=entropy_losses,
-            approx_kl_divs=approx_kl_divs,
-            clip_fractions=clip_fractions,
-            ratio_means=ratio_means,
-            grad_norms=grad_norms,
-            skipped=skipped,
-        )
+        self.last_update = self._update_stats(log, clip_range, clip_range_vf, loss.item())
         self.last_update.record(self.logger)
         if isinstance(self.learning_rate, AdaptiveLearningRate):
             self.learning_rate.update(self.last_update.approx_kl)
@@ -320,43 +318,29 @@ class SafeUpdateMixin:
         critic = [n for n, (_, is_critic) in zip(norms, with_grad, strict=True) if is_critic]
         return th.stack([_group_norm(actor), _group_norm(critic)])
 
-    def _update_stats(
-        self,
-        *,
-        epochs_run: int,
-        clip_range: float,
-        clip_range_vf: float | None,
-        loss: float,
-        pg_losses: list[float],
-        value_losses: list[float],
-        entropy_losses: list[float],
-        approx_kl_divs: list[np.ndarray],
-        clip_fractions: list[float],
-        ratio_means: list[float],
-        grad_norms: list[th.Tensor],
-        skipped: int,
-    ) -> UpdateStats:
+    def _update_stats(self, log: UpdateLog, clip_range: float, clip_range_vf: float | None, loss: float) -> UpdateStats:
         buffer = self.rollout_buffer
         lr, critic_lr = self._current_learning_rates()
+        grad_norms = log.grad_norms
         actor_norm, critic_norm = th.stack(grad_norms).mean(dim=0).tolist() if grad_norms else (float("nan"), float("nan"))
         log_std = getattr(self.policy, "log_std", None)
         return UpdateStats(
             timesteps=self.num_timesteps,
-            epochs_run=epochs_run,
+            epochs_run=log.epochs_run,
             n_updates=self._n_updates,
             learning_rate=lr,
             critic_learning_rate=critic_lr,
             clip_range=clip_range,
             clip_range_vf=clip_range_vf,
             loss=loss,
-            policy_gradient_loss=float(np.mean(pg_losses)),
-            value_loss=float(np.mean(value_losses)),
-            entropy_loss=float(np.mean(entropy_losses)),
-            approx_kl=float(np.mean(approx_kl_divs)),
-            clip_fraction=float(np.mean(clip_fractions)),
+            policy_gradient_loss=float(np.mean(log.policy_gradient_loss)),
+            value_loss=float(np.mean(log.value_loss)),
+            entropy_loss=float(np.mean(log.entropy_loss)),
+            approx_kl=float(np.mean(log.approx_kl)),
+            clip_fraction=float(np.mean(log.clip_fraction)),
             explained_variance=float(explained_variance(buffer.values.flatten(), buffer.returns.flatten())),
             std=None if log_std is None else th.exp(log_std).mean().item(),
-            ratio_mean=float(np.mean(ratio_means)),
+            ratio_mean=float(np.mean(log.ratio_mean)),
             advantages_mean=float(np.mean(buffer.advantages)),
             advantages_std=float(np.std(buffer.advantages)),
             returns_mean=float(np.mean(buffer.returns)),
@@ -366,7 +350,7 @@ class SafeUpdateMixin:
             rollout_reward_std=float(np.std(buffer.rewards)),
             actor_grad_norm=actor_norm,
             critic_grad_norm=critic_norm,
-            skipped_updates=skipped,
+            skipped_updates=log.skipped,
             params_finite=_all_finite(self.policy.parameters()),
         )
 

@@ -11,13 +11,22 @@ import pytest
 from sb3_safe.bench import Job, _collect
 from sb3_safe.config import load_config
 from sb3_safe.errors import RunFolderError
-from sb3_safe.runs import RunFolder, append_jsonl, checkpoints_to_keep, monitor_state_path_for, stats_path_for
+from sb3_safe.runs import RunFolder, append_jsonl, checkpoints_to_keep, free_path, monitor_state_path_for, stats_path_for
 from sb3_safe.training import train
 
 
-def test_create_never_reuses_a_folder(tmp_path: Path):
+def test_create_never_reuses_a_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr("time.strftime", lambda _: "20261203-101010")  # three runs started in the same second
     first = RunFolder.create(tmp_path, "Pendulum-v1", "hyperparams/safe.yml", 3)
     second = RunFolder.create(tmp_path, "Pendulum-v1", "hyperparams/safe.yml", 3)
+    third = RunFolder.create(tmp_path, "Pendulum-v1", "hyperparams/safe.yml", 3)
+    # one naming rule for a taken name, here and in free_path: -2, -3, ...
+    assert [f.path.name for f in (first, second, third)] == [
+        "safe-s3-20261203-101010",
+        "safe-s3-20261203-101010-2",
+        "safe-s3-20261203-101010-3",
+    ]
+    assert free_path(first.path).name == "safe-s3-20261203-101010-4"
     assert first.path != second.path and first.path.parent == tmp_path / "Pendulum-v1"
     assert first.path.name.startswith("safe-s3-")
     with pytest.raises(RunFolderError, match="already exists"):
@@ -136,3 +145,28 @@ def test_resume_carries_the_monitor_history(tmp_path: Path):
     assert resumed.monitor is not None
     assert len(resumed.monitor.history) == saved["count"] + (3072 - 1024) // 128
     assert resumed.monitor.history.first == saved["first"]  # the start of the run, not of the resume
+
+
+def test_resuming_removes_what_a_killed_checkpoint_write_left(tmp_path: Path):
+    """A SIGKILL between writing a checkpoint's temporary file and renaming it leaves the file; opening the run removes it."""
+    config = load_config("safe", "Pendulum-v1", {"n_timesteps": 1024, "n_envs": 2, "n_steps": 64, "batch_size": 64})
+    first = train(config, runs_root=tmp_path, save_freq=512, eval_freq=10**6, progress_bar=False)
+    folder = RunFolder(first.run_dir)
+    stale = folder.checkpoints_dir / ".model_1024_steps.zip.k1ll3d.tmp"
+    stale.write_bytes(b"half a zip")
+    kept = {path.name for path in folder.checkpoints_dir.iterdir()} - {stale.name}
+    train(config.with_overrides({"n_timesteps": 1536}), runs_root=tmp_path, checkpoint=folder.checkpoint_path(512))
+    assert not stale.exists()
+    assert {path.name for path in folder.checkpoints_dir.iterdir()} == kept
+
+
+def test_train_takes_one_settings_object_or_its_fields_by_name(tmp_path: Path):
+    from sb3_safe.training import TrainSettings
+
+    config = load_config("safe", "CartPole-v1", {"n_timesteps": 256, "n_envs": 2, "n_steps": 64, "batch_size": 64})
+    settings = TrainSettings(seed=3, runs_root=tmp_path, eval_freq=10**6, progress_bar=False)
+    result = train(config, settings, run_dir=tmp_path / "named")
+    assert result.run_dir == tmp_path / "named"
+    assert RunFolder(result.run_dir).read_config()[2]["seed"] == 3
+    with pytest.raises(TypeError, match="'eval_frequency'"):
+        train(config, settings, eval_frequency=10)

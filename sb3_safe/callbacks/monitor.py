@@ -13,7 +13,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 from sb3_safe.callback_options import MonitorOptions
 from sb3_safe.health import SEVERITY_RANK, Finding, HealthHistory, Thresholds, TroubleTracker, detect, trimmed_mean
-from sb3_safe.runs import append_jsonl
+from sb3_safe.runs import RunFolder, append_jsonl
 
 __all__ = ["EPISODE_WINDOW", "HealthMonitorCallback", "MonitorOptions"]
 
@@ -78,7 +78,7 @@ class HealthMonitorCallback(BaseCallback):
     def _init_callback(self) -> None:
         if self.log_path is None:
             folder = self.logger.get_dir() if self.logger is not None else None
-            self.log_path = Path(folder) / "health.jsonl" if folder else None
+            self.log_path = RunFolder(Path(folder)).health_log if folder else None
 
     @property
     def critical(self) -> bool:
