@@ -40,9 +40,10 @@ from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import VecEnv
 from torch import nn
 
+from sb3_safe.checkpoints import check_archive, stats_path_for
 from sb3_safe.config import TrainConfig
 from sb3_safe.errors import CheckpointError, ConfigError
-from sb3_safe.runs import RunFolder, check_archive, stats_path_for
+from sb3_safe.runs import RunFolder
 from sb3_safe.schedules import AdaptiveLearningRate, adaptive_rate_of
 from sb3_safe.value_norm import DEFAULT_EPSILON
 

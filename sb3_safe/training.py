@@ -27,19 +27,12 @@ from stable_baselines3.common.vec_env import sync_envs_normalization
 import sb3_safe
 from sb3_safe.build import BuiltRun, SafetyCallbacks, build_run, safety_callbacks
 from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
+from sb3_safe.checkpoints import AtomicCheckpointCallback, load_model, monitor_state_path_for, save_with_stats, stats_path_for
 from sb3_safe.config import TrainConfig, load_config
 from sb3_safe.envs import load_vec_normalize, make_env
 from sb3_safe.errors import CheckpointError, ConfigError, RunFolderError
 from sb3_safe.evaluation import episode_returns, eval_callback_class, evaluate_model
-from sb3_safe.runs import (
-    AtomicCheckpointCallback,
-    RunFolder,
-    atomic_write,
-    load_model,
-    monitor_state_path_for,
-    save_with_stats,
-    stats_path_for,
-)
+from sb3_safe.runs import RunFolder, atomic_write
 
 __all__ = [
     "EvalResult",

@@ -14,7 +14,8 @@ from pathlib import Path
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 from sb3_safe import SafePPO
-from sb3_safe.runs import RunFolder, monitor_state_path_for, stats_path_for
+from sb3_safe.checkpoints import monitor_state_path_for, stats_path_for
+from sb3_safe.runs import RunFolder
 
 SAVE_FREQ = 256
 ROLLOUT = 2 * 64  # n_envs * n_steps

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from sb3_safe.bench import Job, _collect
+from sb3_safe.checkpoints import checkpoints_to_keep, monitor_state_path_for, stats_path_for
 from sb3_safe.config import load_config
 from sb3_safe.errors import RunFolderError
-from sb3_safe.runs import RunFolder, append_jsonl, checkpoints_to_keep, free_path, monitor_state_path_for, stats_path_for
+from sb3_safe.runs import RunFolder, append_jsonl, free_path
 from sb3_safe.training import train
 
 

@@ -14,11 +14,12 @@ from stable_baselines3.common.running_mean_std import RunningMeanStd
 from stable_baselines3.common.vec_env import VecNormalize
 
 from sb3_safe import SafePPO
+from sb3_safe.checkpoints import save_with_stats, stats_path_for
 from sb3_safe.cli import main
 from sb3_safe.config import load_config
 from sb3_safe.envs import check_env_id
 from sb3_safe.errors import ConfigError
-from sb3_safe.runs import atomic_write, save_with_stats, stats_path_for
+from sb3_safe.runs import atomic_write
 from sb3_safe.training import evaluate, train
 
 # Observation normalization on (the Pendulum-v1 block trains on raw observations): the resume tests check both statistics.

@@ -12,9 +12,10 @@ from stable_baselines3.common.type_aliases import Schedule
 from sb3_safe.callback_options import RollbackOptions
 from sb3_safe.callbacks.guard import NonFiniteGuardCallback
 from sb3_safe.callbacks.monitor import HealthMonitorCallback
+from sb3_safe.checkpoints import save_with_stats
 from sb3_safe.confirmation import SnapshotConfirmer
 from sb3_safe.health import Finding, gain_lost
-from sb3_safe.runs import RunFolder, append_jsonl, save_with_stats
+from sb3_safe.runs import RunFolder, append_jsonl
 from sb3_safe.schedules import adaptive_rate_of
 from sb3_safe.snapshots import Snapshot, restore_snapshot, take_snapshot
 
