@@ -65,6 +65,7 @@ test-wheel: $(STAMP)
 # The API reference and the guides; warnings are errors.
 docs: $(STAMP)
 	$(BIN)/sphinx-build -q -W --keep-going -b html docs docs/_build/html
+	$(PY) scripts/check-links docs/_build/html
 	@echo "Documentation: docs/_build/html/index.html"
 
 # SB3's own tests that involve PPO, from its PyPI source distribution at the installed

@@ -24,9 +24,9 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 # SB3 and torch are documented elsewhere: their types are named, not linked.
 nitpicky = False
-html_theme = "alabaster"
+html_theme = "furo"
+html_title = f"sb3-safe {release}"
 html_static_path: list[str] = []
-suppress_warnings = ["myst.xref_missing"]  # the README links to repository files (Makefile, tests/...) that are not pages
 
 
 def _profile_keys_page() -> None:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+# Registers rl-zoo's partially observed variants (CartPoleNoVel-v1, PendulumNoVel-v1, ...) and MaskedMaze-v0
+# with Gymnasium (gymnasium only, no torch).
+from sb3_safe import tasks as _tasks  # noqa: F401
+
 if TYPE_CHECKING:
     from sb3_safe.contrib import SafeMaskablePPO, SafeRecurrentPPO
     from sb3_safe.ppo import SafePPO
