@@ -80,7 +80,13 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--timesteps", type=_positive_int, help="total environment steps (default: the profile's n_timesteps)")
     p.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
     p.add_argument("--n-envs", type=_positive_int, help="parallel environments (default: the profile's n_envs)")
-    p.add_argument("--vec-env", choices=("dummy", "subproc"), default="dummy", help="VecEnv class (default: %(default)s)")
+    p.add_argument(
+        "--vec-env",
+        choices=("dummy", "subproc", "gymnasium", "gymnasium-async", "envpool"),
+        default="dummy",
+        help="how copies are stepped: SB3's DummyVecEnv or SubprocVecEnv, Gymnasium's vector env, envpool "
+        "(default: %(default)s)",
+    )
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument(
         "--threads",

@@ -16,10 +16,13 @@ from sb3_safe.config import TrainConfig
 from sb3_safe.errors import CheckpointError, ConfigError, did_you_mean
 from sb3_safe.multiagent.vec_env import PettingZooVecEnv, check_pettingzoo_id, is_pettingzoo, make_parallel_env
 from sb3_safe.multiagent.vmas import VmasVecEnv, check_vmas_id, is_vmas
+from sb3_safe.vector import BATCHED, make_batched_env
 
-__all__ = ["VEC_ENVS", "check_env_id", "load_vec_normalize", "make_env", "make_eval_env", "wrap_normalize"]
+__all__ = ["VEC_ENVS", "VEC_ENV_KINDS", "check_env_id", "load_vec_normalize", "make_env", "make_eval_env", "wrap_normalize"]
 
 VEC_ENVS: dict[str, type[DummyVecEnv] | type[SubprocVecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
+#: Every ``--vec-env`` value: SB3's VecEnv classes, then the batched ones (:mod:`sb3_safe.vector`)
+VEC_ENV_KINDS = (*VEC_ENVS, *BATCHED)
 
 
 def check_env_id(env_id: str) -> None:
@@ -98,7 +101,8 @@ def make_env(
     :param config: The validated profile block
     :param seed: Seed of the first copy; copy ``i`` gets ``seed + i``
     :param n_envs: Number of copies (default: the profile's)
-    :param vec_env: ``dummy`` (one process) or ``subproc`` (one process per copy)
+    :param vec_env: ``dummy`` (one process), ``subproc`` (one process per copy), ``gymnasium`` /
+        ``gymnasium-async`` (Gymnasium's vector environments) or ``envpool`` (:mod:`sb3_safe.vector`)
     :param wrapper: An extra wrapper applied innermost-last (fault injection; on a PettingZoo
         environment it applies to the first agent, :class:`~sb3_safe.multiagent.wrappers.FirstAgentWrapper`)
     :param evaluation: For evaluation (a PettingZoo environment then always uses sb3-safe's
@@ -111,7 +115,17 @@ def make_env(
         return _make_vmas_env(config, seed, n_envs or config.n_envs, wrapper, device)
     if config.multiagent:
         return _make_multiagent_env(config, seed, n_envs or config.n_envs, wrapper, supersuit=not evaluation)
+    if vec_env not in VEC_ENV_KINDS:
+        raise ConfigError(
+            f"--vec-env {vec_env!r} is not known.{did_you_mean(vec_env, VEC_ENV_KINDS)} Use one of {', '.join(VEC_ENV_KINDS)}"
+        )
     profile_wrapper = _wrapper(config)
+    if vec_env in BATCHED:
+        wrappers = [w for w in (profile_wrapper, wrapper) if w is not None]
+        venv = make_batched_env(
+            vec_env, config.env_id.split(":")[-1], n_envs or config.n_envs, seed, config.env_kwargs, wrappers
+        )
+        return VecFrameStack(venv, config.frame_stack) if config.frame_stack else venv
 
     def wrap(env: gym.Env) -> gym.Env:
         if profile_wrapper is not None:
