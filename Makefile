@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-long bench-calibration bench-recover bench-health bench-soak bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-scale bench-long bench-calibration bench-recover bench-health bench-soak bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -105,6 +105,11 @@ bench-contrib: $(STAMP)
 # Multi-agent: MAPPO (safe, baseline) against SB3 PPO + SuperSuit on two MPE tasks (benchmarks/suites/marl.yml).
 bench-marl: $(STAMP)
 	$(BIN)/sb3-safe bench benchmarks/suites/marl.yml --workers 2 $(ARGS)
+
+# Throughput at scale: VMAS (1 to 2,000 copies) against the PettingZoo path, where an update's time goes,
+# and batched single-agent environments (dummy, subproc, Gymnasium async, envpool). ~15 min, 2 cores idle.
+bench-scale: $(STAMP)
+	$(PY) benchmarks/scale.py $(ARGS)
 
 # The seed's shape for real: safe and baseline MAPPO on VMAS transport, 100M agent steps each (hours;
 # run it in the background). Started again, an interrupted run goes on from its newest checkpoint.
