@@ -115,6 +115,7 @@ bench-scale: $(STAMP)
 # run it in the background). Started again, an interrupted run goes on from its newest checkpoint.
 bench-long: $(STAMP)
 	$(BIN)/sb3-safe bench benchmarks/suites/long.yml --workers 2 $(ARGS)
+	$(PY) benchmarks/long_report.py bench-results/long
 
 # The detectors against the benchmark's own evaluation rule, over a folder of finished runs.
 bench-calibration: $(STAMP)
