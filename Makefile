@@ -108,8 +108,16 @@ bench-marl: $(STAMP)
 
 # Throughput at scale: VMAS (1 to 2,000 copies) against the PettingZoo path, where an update's time goes,
 # and batched single-agent environments (dummy, subproc, Gymnasium async, envpool). ~15 min, 2 cores idle.
-bench-scale: $(STAMP)
-	$(PY) benchmarks/scale.py $(ARGS)
+# The peer (BenchMARL's MAPPO on TorchRL) in a virtual environment of its own, with the same CPU torch.
+PEER_VENV ?= .cache/peer-venv
+$(PEER_VENV)/.installed:
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PEER_VENV)/bin/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)" benchmarl vmas==1.5.2 "torchrl>=0.10,<0.11"
+	touch $@
+
+bench-scale: $(STAMP) $(PEER_VENV)/.installed
+	$(PY) benchmarks/scale.py --peer-python $(PEER_VENV)/bin/python $(ARGS)
 
 # The seed's shape for real: safe and baseline MAPPO on VMAS transport, 100M agent steps each (hours;
 # run it in the background). Started again, an interrupted run goes on from its newest checkpoint.

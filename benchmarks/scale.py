@@ -8,7 +8,9 @@ Multi-agent (agent steps per second against the number of copies, 1 torch thread
   forward, SB3's buffer), the safe profile's MAPPO block;
 - ``train``: whole training, rollout and update (the safe block's epochs, KL stop included);
 - ``pettingzoo``: today's path, MPE ``simple_spread`` through :class:`~sb3_safe.multiagent.PettingZooVecEnv`
-  (one copy stepped at a time), against VMAS's ``simple_spread`` port through the batched adapter.
+  (one copy stepped at a time), against VMAS's ``simple_spread`` port through the batched adapter;
+- the peer, BenchMARL's MAPPO (TorchRL) on ``transport`` with the same frames per batch, epochs and
+  minibatch size (``--peer-python``: run in a virtual environment of its own, ``benchmarks/peer_benchmarl.py``).
 
 Every configuration trains with about 100,000 agent samples per update (the seed's shape:
 ``n_steps = 100,000 / (copies x agents)``), two updates, the second timed. Where the time of an
@@ -30,6 +32,7 @@ import argparse
 import functools
 import json
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -125,6 +128,19 @@ def mappo_throughput(env_id: str, copies: int) -> dict[str, float]:
     }
 
 
+def benchmarl_peer(python: Path, copies: int, updates: int) -> dict[str, float]:
+    """BenchMARL's MAPPO at the same shape, in its own virtual environment (``benchmarks/peer_benchmarl.py``)."""
+    script = Path(__file__).resolve().parent / "peer_benchmarl.py"
+    done = subprocess.run(
+        [str(python), str(script), "--copies", str(copies), "--updates", str(updates)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
 def update_limit(threads: int, samples: int = 100_000, epochs: int = 3) -> float:
     """Sample-epochs per second of a MAPPO-sized actor and critic trained alone (no environment, no SB3)."""
     th.set_num_threads(threads)
@@ -206,6 +222,9 @@ def main() -> None:
     parser.add_argument("--single-copies", type=int, nargs="+", default=[8, 32, 128, 256])
     parser.add_argument("--out", type=Path, default=Path("bench-results/scale"))
     parser.add_argument("--quick", action="store_true", help="a few copies and steps: checks that it runs")
+    parser.add_argument(
+        "--peer-python", type=Path, help="python of a virtual environment with BenchMARL (make bench-scale makes one)"
+    )
     args = parser.parse_args()
     quiet = bool(os.environ.get("CI"))
     th.set_num_threads(1)
@@ -234,6 +253,12 @@ def main() -> None:
             multi.setdefault("PettingZoo simple_spread: whole training", []).append({"copies": copies, "value": row["train"]})
             breakdown.append({"env": "pettingzoo simple_spread", **row})
             say(f"pettingzoo simple_spread x{copies}: train {row['train']:,.0f} agent steps/s")
+        if args.peer_python is not None:
+            peer = benchmarl_peer(args.peer_python, copies, 1 if copies < 16 else 3)
+            multi.setdefault("BenchMARL MAPPO (TorchRL) transport: whole training", []).append(
+                {"copies": copies, "value": peer["agent_steps_per_s"]}
+            )
+            say(f"BenchMARL transport x{copies}: train {peer['agent_steps_per_s']:,.0f} agent steps/s")
     limits = {threads: update_limit(threads) for threads in (1, 2)}
     say(f"update limit: {limits[1]:,.0f} sample-epochs/s on 1 thread, {limits[2]:,.0f} on 2")
 
