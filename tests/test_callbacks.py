@@ -325,3 +325,37 @@ def test_reward_outliers_come_at_different_steps_in_copies_seeded_apart():
     again.reset()
     same = np.array([np.abs(again.step(np.zeros((4, 1)))[1]) > 100 for _ in range(200)])
     np.testing.assert_array_equal(hits, same)  # and the same seeds draw the same outliers
+
+
+def _feed(monitor: HealthMonitorCallback, returns: list[float]) -> dict[str, float]:
+    """One rollout in which ``returns`` episodes ended (one step, one slot each), then the monitor's return row."""
+    monitor.locals = {"dones": np.ones(len(returns), dtype=bool), "infos": [{"episode": {"r": r, "l": 100}} for r in returns]}
+    monitor._on_step()
+    return monitor._returns_row()
+
+
+def test_the_training_return_at_thousands_of_episodes_per_update():
+    """
+    VMAS transport at 500 copies x 4 agents: 2,000 episodes end together, 9% of them successes; between
+    those rollouts a few copies end early, and those are the successes. SB3's 100-episode window would see
+    the last 100 slots; a window of the few would jump to the successes' return.
+    """
+    from stable_baselines3.common.logger import configure
+
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=64)
+    model.set_logger(configure(None, []))
+    monitor = HealthMonitorCallback(verbose=0)
+    monitor.init_callback(model)
+    batch = [0.0] * 1820 + [1.0] * 180  # 9% successes
+    full = _feed(monitor, batch)
+    assert full["episodes"] == 2000
+    assert full["ep_rew_mean"] == pytest.approx(140 / 1920)  # 40 cut from each end: 140 of the successes kept
+    few = _feed(monitor, [1.0] * 10)  # the next rollout: 10 early successes
+    assert few["episodes"] == 2000  # the window holds as many episodes as the most that ended in one rollout
+    assert abs(few["ep_rew_mean"] - full["ep_rew_mean"]) < 0.01
+    assert few["ep_rew_sem"] == pytest.approx(full["ep_rew_sem"], rel=0.1)
+    # five outlier episodes of 1e6 among 2,000 move the trimmed mean by nothing
+    outliers = _feed(monitor, [0.0] * 1815 + [1.0] * 180 + [1e6] * 5)
+    assert outliers["ep_rew_mean"] < 0.1
+    # no episode ended: the same measurement again (the detectors count it once)
+    assert monitor._returns_row() == outliers

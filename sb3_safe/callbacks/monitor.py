@@ -17,8 +17,8 @@ from sb3_safe.runs import RunFolder, append_jsonl
 
 __all__ = ["EPISODE_WINDOW", "HealthMonitorCallback", "MonitorOptions"]
 
-#: The training return is measured over the episodes that ended in the latest rollout when they are
-#: at least this many, otherwise over this many latest episodes (SB3's ``stats_window_size``).
+#: The training return is measured over the latest episodes: at least this many (SB3's
+#: ``stats_window_size``), and as many as the most that ended in one rollout.
 EPISODE_WINDOW = 100
 
 
@@ -35,11 +35,12 @@ class HealthMonitorCallback(BaseCallback):
 
     The training return the detectors read is its own, not SB3's ``rollout/ep_rew_mean`` (a mean
     of the latest 100 episodes): a 2% trimmed mean (:func:`~sb3_safe.health.trimmed_mean`), robust
-    to a few outlier episodes, of every episode that ended in the latest rollout when there are
-    at least :data:`EPISODE_WINDOW` (500
-    copies of a 4-agent task end 2,000 episodes at once; SB3's window would see 100 of them), else
-    of the latest :data:`EPISODE_WINDOW` episodes. It is logged as ``health/ep_return`` with its
-    standard error ``health/ep_return_sem`` and ``health/episodes``, which ``diagnose`` reads back.
+    to a few outlier episodes, of the latest episodes, as many as the most that ended in one rollout
+    and at least :data:`EPISODE_WINDOW`. 500 copies of a 4-agent task end 2,000 episodes at once:
+    SB3's window would see 100 of them, and a window that shrank to the few episodes of a rollout
+    in which most copies were mid-episode would see the ones that ended early (the successes, on a
+    task that ends on success). It is logged as ``health/ep_return`` with its standard error
+    ``health/ep_return_sem`` and ``health/episodes``, which ``diagnose`` reads back.
 
     :param thresholds: A :class:`~sb3_safe.health.Thresholds` or a mapping of its fields
     :param log_path: The ``health.jsonl`` file (default: ``health.jsonl`` in the logger's folder, if any)
@@ -108,8 +109,10 @@ class HealthMonitorCallback(BaseCallback):
         new, self._new_returns = self._new_returns, []
         if not new:
             return self._return_stats
+        if len(new) > (self._episodes.maxlen or 0):  # bounded by the episodes of one rollout
+            self._episodes = deque(self._episodes, maxlen=len(new))
         self._episodes.extend(new)
-        pool = new if len(new) >= EPISODE_WINDOW else list(self._episodes)
+        pool = list(self._episodes)
         mean, sem = trimmed_mean(pool)
         self._return_stats = {"ep_rew_mean": mean, "ep_rew_sem": sem, "episodes": float(len(pool))}
         for key, value in (("ep_return", mean), ("ep_return_sem", sem), ("episodes", float(len(pool)))):
