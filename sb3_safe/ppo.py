@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from stable_baselines3 import PPO
+from stable_baselines3.common.buffers import RolloutBuffer
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import VecEnv
 
+from sb3_safe.bootstrap import BatchedBootstrap
 from sb3_safe.update import KL_STOPS, SafeUpdateMixin
 
 __all__ = ["KL_STOPS", "SafePPO"]
@@ -61,3 +65,12 @@ class SafePPO(SafeUpdateMixin, PPO):
         (CleanRL, MAPPO); SB3 uses only ``(v_clipped - R)^2``, which can reward the critic for
         moving away from the target.
     """
+
+    def collect_rollouts(
+        self, env: VecEnv, callback: BaseCallback, rollout_buffer: RolloutBuffer, n_rollout_steps: int
+    ) -> bool:
+        """
+        SB3's ``collect_rollouts``; a step that ends many episodes by their time limit bootstraps
+        them in one forward pass (:class:`sb3_safe.bootstrap.BatchedBootstrap`).
+        """
+        return super().collect_rollouts(env, BatchedBootstrap(self, callback), rollout_buffer, n_rollout_steps)

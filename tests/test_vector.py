@@ -151,3 +151,22 @@ def test_training_with_a_batched_env_writes_a_run(tmp_path: Path):
     assert code == 0
     (run_dir,) = (tmp_path / "Pendulum-v1").iterdir()
     assert (run_dir / "model.zip").is_file()
+
+
+@pytest.mark.parametrize("copies", [40, 8])
+def test_safeppo_bootstraps_many_time_limits_in_one_pass_with_sb3s_values(copies: int):
+    """
+    40 copies end their episodes together at step 200: SafePPO computes the 40 values in one forward pass
+    (sb3_safe.bootstrap); with 8 it leaves them to SB3's loop. Either way each stored reward is
+    r + gamma * V(terminal observation), V as SB3 computes it for one observation.
+    """
+    from sb3_safe import SafePPO
+
+    model = SafePPO("MlpPolicy", make_batched_env("gymnasium", "Pendulum-v1", copies, seed=0), n_steps=256, gamma=0.9, seed=0)
+    probe = Probe()
+    model.learn(256 * copies, callback=probe)
+    assert sorted(probe.values) == [(199, i) for i in range(copies)]
+    batched = [bool(probe.infos[199][i].get("bootstrapped_value") is not None) for i in range(copies)]
+    assert all(batched) if copies >= 32 else not any(batched)
+    for (t, i), value in probe.values.items():
+        assert probe.buffered[t, i] == pytest.approx(probe.raw[t][i] + 0.9 * value, rel=1e-5)
