@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_SPEC ?= torch==$(TORCH_VERSION)
-EXTRAS ?= dev,docs,plots,envs,tune,marl,batched
+EXTRAS ?= dev,docs,plots,envs,tune,marl,batched,cluster
 
 BIN := $(VENV)/bin
 PY := $(BIN)/python

@@ -50,7 +50,7 @@ from sb3_safe.faults import FAULTS, make_fault_wrapper
 from sb3_safe.health import evaluation_collapse
 from sb3_safe.runs import RunFolder, free_path
 
-__all__ = ["Job", "Suite", "iqm", "load_suite", "resume_chain", "run_suite"]
+__all__ = ["Job", "RaySettings", "Suite", "iqm", "load_suite", "resume_chain", "run_suite"]
 
 
 @dataclass(frozen=True)
@@ -290,12 +290,31 @@ def _collect(job: Job, out: Path, threshold: float | None) -> dict[str, Any]:
     return row
 
 
-def run_suite(suite: Suite, out: Path, workers: int = 1) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class RaySettings:
     """
-    Run every job not yet finished, then collect all of them.
+    Where a suite's runs go on a Ray cluster (``--ray``).
 
-    :return: One row per run (see :func:`_collect`)
+    :param address: ``local`` (start Ray here), ``auto``, ``HOST:PORT`` or ``ray://HOST:PORT``
+    :param shared_out: ``--out`` is on a filesystem every node sees: runs write there directly
+    :param gpus: GPUs per run
     """
+
+    address: str = "local"
+    shared_out: bool = False
+    gpus: float = 0.0
+
+
+def run_suite(suite: Suite, out: Path, workers: int = 1, ray: RaySettings | None = None) -> list[dict[str, Any]]:
+    """
+    Run every job not yet finished (in ``workers`` local processes, or as Ray tasks), then collect all of them.
+
+    :return: One row per run (see :func:`_collect`), with ``retried``: its Ray task ran more than once
+    """
+    if ray is not None:  # before anything is created: a missing Ray or an unreachable cluster is one line
+        from sb3_safe.cluster import connect
+
+        connect(ray.address)
     out.mkdir(parents=True, exist_ok=True)
     jobs = suite.jobs()
     for job in jobs:
@@ -305,16 +324,36 @@ def run_suite(suite: Suite, out: Path, workers: int = 1) -> list[dict[str, Any]]
             job.run_dir(out).rename(moved)
             print(f"{job.run_dir(out)}: profile {job.profile!r} has changed since it ran; moved to {moved}", flush=True)
     todo = [job for job in jobs if RunFolder(job.run_dir(out)).read_result() is None]
-    print(f"Suite {suite.name!r}: {len(jobs)} runs, {len(jobs) - len(todo)} already done, {workers} worker(s)", flush=True)
-    args = [(job, out, suite.n_evaluations, suite.eval_episodes) for job in todo]
-    if workers <= 1:
-        for i, arg in enumerate(args):
-            _report(i, len(args), _job_entry(arg))
+    where = f"Ray at {ray.address}" if ray is not None else f"{workers} worker(s)"
+    print(f"Suite {suite.name!r}: {len(jobs)} runs, {len(jobs) - len(todo)} already done, {where}", flush=True)
+    records: list[dict[str, Any]] = []
+    if ray is not None:
+        from sb3_safe.cluster import run_jobs_on_ray
+
+        records = run_jobs_on_ray(
+            _run_job,
+            todo,
+            out,
+            suite.n_evaluations,
+            suite.eval_episodes,
+            shared_out=ray.shared_out,
+            gpus=ray.gpus,
+            report=_report,
+        )
     else:
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for i, record in enumerate(pool.imap_unordered(_job_entry, args)):
-                _report(i, len(args), record)
-    return [_collect(job, out, suite.envs[job.env_id].get("threshold")) for job in jobs]
+        args = [(job, out, suite.n_evaluations, suite.eval_episodes) for job in todo]
+        if workers <= 1:
+            for i, arg in enumerate(args):
+                _report(i, len(args), _job_entry(arg))
+        else:
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for i, record in enumerate(pool.imap_unordered(_job_entry, args)):
+                    _report(i, len(args), record)
+    retried = {(r["env"], r["config"], r["seed"]) for r in records if r.get("retried")}
+    rows = [_collect(job, out, suite.envs[job.env_id].get("threshold")) for job in jobs]
+    for row in rows:
+        row["retried"] = (row["env"], row["config"], row["seed"]) in retried
+    return rows
 
 
 def _report(index: int, total: int, record: dict[str, Any]) -> None:

@@ -69,6 +69,14 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    """A share of a resource: finite and at least zero."""
+    value = _finite(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0")
+    return value
+
+
 def _add_train(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "train",
@@ -173,6 +181,7 @@ def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--eval-episodes", type=_positive_int, default=5, help="episodes per evaluation (default: %(default)s)")
     p.add_argument("--trial-timeout", type=_positive_float, help="prune a trial that runs longer than this many seconds")
     p.add_argument("--workers", type=_positive_int, default=1, help="worker processes (default: %(default)s)")
+    _add_ray_options(p, what="--workers tuning workers as Ray tasks, all joining the --storage study (PostgreSQL or MySQL)")
     p.add_argument("--storage", help="Optuna storage URL or .log journal file (default: sqlite in --out)")
     p.add_argument("--study-name", help="study name (default: <env>-<profile>)")
     p.add_argument("--sampler", choices=("tpe", "random", "cmaes"), default="tpe", help="(default: %(default)s)")
@@ -200,6 +209,17 @@ def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
 
 
+def _add_ray_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help=f"run on a Ray cluster: {what}. ADDRESS: auto, HOST:PORT or ray://HOST:PORT; none starts Ray here "
+        "(pip install 'sb3-safe[cluster]')",
+    )
+
+
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "bench",
@@ -209,6 +229,9 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("suite", type=Path, help="suite YAML, e.g. benchmarks/suites/quick.yml")
     p.add_argument("--out", type=Path, help="output folder (default: bench-results/<suite name>)")
     p.add_argument("--workers", type=_positive_int, default=2, help="worker processes (default: %(default)s)")
+    _add_ray_options(p, what="each run of the suite is one Ray task (one CPU)")
+    p.add_argument("--ray-shared-out", action="store_true", help="--out is on a filesystem every node sees: write there")
+    p.add_argument("--ray-gpus", type=_non_negative_float, default=0.0, help="GPUs per run on Ray (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -352,6 +375,7 @@ def _tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
         timeout=args.timeout,
         overrides=parse_overrides(args.overrides),
         heartbeat_interval=args.heartbeat,
+        ray=args.ray,
     )
     study = run_tuning(settings)
     algo = load_config(args.profile, args.env, settings.overrides).algo
@@ -361,11 +385,12 @@ def _tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 
 def _bench(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from sb3_safe.bench import load_suite, markdown_table, run_suite, summarize, write_outputs
+    from sb3_safe.bench import RaySettings, load_suite, markdown_table, run_suite, summarize, write_outputs
 
     suite = load_suite(args.suite)
     out = args.out or Path("bench-results") / suite.name
-    rows = run_suite(suite, out, args.workers)
+    ray = None if args.ray is None else RaySettings(args.ray, args.ray_shared_out, args.ray_gpus)
+    rows = run_suite(suite, out, args.workers, ray)
     plots = write_outputs(rows, out, suite)
     print(markdown_table(summarize(rows)))
     print(f"Results: {out / 'results.csv'}, {out / 'summary.md'}; curves: {', '.join(str(p) for p in plots)}")

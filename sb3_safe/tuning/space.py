@@ -27,6 +27,7 @@ import optuna
 import yaml
 
 from sb3_safe.config import BUNDLED_HYPERPARAMS, POLICY_KWARGS, SCHEMA
+from sb3_safe.config.algorithms import DEFAULT_ALGO
 from sb3_safe.errors import ConfigError, did_you_mean
 
 __all__ = ["DEFAULT_SPACE", "Param", "SearchSpace", "default_space", "load_space"]
@@ -35,7 +36,7 @@ __all__ = ["DEFAULT_SPACE", "Param", "SearchSpace", "default_space", "load_space
 DEFAULT_SPACE = BUNDLED_HYPERPARAMS / "spaces" / "safe_ppo.yml"
 
 
-def default_space(algo: str = "safe_ppo") -> Path:
+def default_space(algo: str = DEFAULT_ALGO) -> Path:
     """:return: The shipped space for ``algo`` (``spaces/<algo>.yml``; ``safe_ppo.yml`` when it has none)"""
     own = BUNDLED_HYPERPARAMS / "spaces" / f"{algo}.yml"
     return own if own.is_file() else DEFAULT_SPACE
@@ -185,7 +186,7 @@ def _param(source: Path, key: str, spec: Any) -> Param:
     return Param(key, kind, low, high, log=bool(spec.get("log", False)), prefix=prefix)
 
 
-def load_space(path: Path | None = None, algo: str = "safe_ppo") -> SearchSpace:
+def load_space(path: Path | None = None, algo: str = DEFAULT_ALGO) -> SearchSpace:
     """
     :param path: A search-space YAML file (default: the shipped space for ``algo``, :func:`default_space`)
     :param algo: The profile's algorithm

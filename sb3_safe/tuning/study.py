@@ -15,6 +15,7 @@ import importlib.util
 import multiprocessing
 import os
 import re
+import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,8 @@ class TuneSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
     heartbeat_interval: int = 30
     n_startup_trials: int = 5
+    #: Run the workers as Ray tasks on this cluster (``--ray``: ``local``, ``auto``, ``HOST:PORT``, ``ray://HOST:PORT``)
+    ray: str | None = None
 
     @property
     def name(self) -> str:
@@ -189,8 +192,14 @@ def run_worker(settings: TuneSettings) -> None:
     objective = TrialObjective(base, load_space(settings.space, base.algo), settings.objective)
     if counted_trials(study) >= settings.trials:
         return
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+
+    def labelled(trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker)  # which machine and process ran it
+        return objective(trial)
+
     study.optimize(
-        objective,
+        labelled,
         timeout=settings.timeout,
         callbacks=[TrialBudget(settings.trials, max_rejected=50 * settings.trials)],
         gc_after_trial=True,
@@ -215,12 +224,14 @@ def run_tuning(settings: TuneSettings) -> optuna.Study:
     """
     base = load_config(settings.profile, settings.env_id, settings.overrides)
     space = load_space(settings.space, base.algo)
-    if not base.algo.startswith("safe_"):
+    if not base.algorithm.safe:
         safe_keys = [p.key for p in space.params if p.key in SCHEMA and SCHEMA[p.key].safe_only]
         if safe_keys:
             raise ConfigError(
                 f"the search space has sb3-safe-only `{safe_keys[0]}` but the profile's algo is {base.algo}; pass --space"
             )
+    if settings.ray is not None:
+        return _run_on_ray(settings)
     study = open_study(settings)
     # This process is the first worker: it has torch, SB3 and the study loaded already and starts at
     # once, while each extra worker process pays the start-up (about 4 s of imports; measured in
@@ -239,3 +250,23 @@ def run_tuning(settings: TuneSettings) -> optuna.Study:
     if failed and counted_trials(study) == 0:
         raise ConfigError(f"every worker failed (exit codes {failed}); run with --workers 1 to see the error")
     return open_study(settings)  # reloaded: the workers' trials, this process's sampler and pruner
+
+
+def _run_on_ray(settings: TuneSettings) -> optuna.Study:
+    """``--workers`` workers as Ray tasks, every one joining the study's RDB storage."""
+    url = storage_url(settings)
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else "journal"
+    if scheme not in ("postgresql", "mysql"):
+        shown = "the default SQLite file" if settings.storage is None else repr(_hide_password(url))
+        raise StorageError(
+            f"--ray with {shown}: a {scheme} study is one machine's file, which workers on other machines cannot join. "
+            "Pass --storage postgresql://user:password@host/db (or mysql://...)"
+        )
+    from sb3_safe.cluster import connect, run_workers_on_ray
+
+    connect(settings.ray)
+    study = open_study(settings)  # checks the storage from here before any worker starts
+    errors = run_workers_on_ray(run_worker, settings, settings.workers)
+    if errors and counted_trials(study) == 0:
+        raise ConfigError(f"every Ray worker failed: {errors[0]}")
+    return open_study(settings)

@@ -1,0 +1,120 @@
+"""Benchmark suites and tuning workers on a Ray cluster (``--ray``), simulated on this machine."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+
+from sb3_safe.bench import RaySettings, Suite, run_suite
+from sb3_safe.cli import main
+from sb3_safe.cluster import pack_folder, unpack_folder
+from tests.test_tuning import POSTGRES_URL, settings
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+SUITE = Suite(
+    name="tiny",
+    seeds=[0, 1],
+    configs={"safe": "safe"},
+    envs={"CartPole-v1": {"timesteps": 768}},
+    n_evaluations=2,
+    eval_episodes=2,
+)
+ROW_KEYS = ("env", "config", "seed", "crashed", "final_return", "best_return", "first_return", "collapsed", "rollbacks")
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[Cluster]:
+    """A head and a second node of one CPU each, on loopback, as two machines would be."""
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def test_a_suite_on_two_nodes_gives_the_rows_of_local_workers(tmp_path: Path, two_nodes: Cluster):
+    local = run_suite(SUITE, tmp_path / "local", workers=1)
+    on_ray = run_suite(SUITE, tmp_path / "ray", ray=RaySettings(two_nodes.address))
+    assert [{k: row[k] for k in ROW_KEYS} for row in on_ray] == [{k: row[k] for k in ROW_KEYS} for row in local]
+    assert [row["retried"] for row in on_ray] == [False, False]
+    # every run folder came back whole, and nothing half-written was left beside them
+    for seed in (0, 1):
+        run = tmp_path / "ray" / "runs" / "CartPole-v1" / f"safe-s{seed}"
+        assert (run / "result.json").is_file() and (run / "model.zip").is_file()
+    assert not list((tmp_path / "ray").rglob(".incoming-*"))
+    # a resumed suite skips the finished runs
+    again = run_suite(SUITE, tmp_path / "ray", ray=RaySettings(two_nodes.address))
+    assert [row["final_return"] for row in again] == [row["final_return"] for row in on_ray]
+
+
+def test_a_run_folder_travels_whole_and_never_overwrites(tmp_path: Path):
+    source = tmp_path / "source" / "safe-s0"
+    (source / "checkpoints").mkdir(parents=True)
+    (source / "result.json").write_text('{"eval_mean_return": 1.0}')
+    (source / "checkpoints" / "model_5_steps.zip").write_bytes(b"zip" * 1000)
+    data = pack_folder(source)
+    target = tmp_path / "out" / "runs" / "safe-s0"
+    target.parent.mkdir(parents=True)
+    unpack_folder(data, target)
+    assert (target / "checkpoints" / "model_5_steps.zip").read_bytes() == b"zip" * 1000
+    with pytest.raises(FileExistsError):
+        unpack_folder(data, target)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["safe-s0"]
+
+
+@pytest.mark.skipif(
+    POSTGRES_URL is None and not os.environ.get("CI"),
+    reason="no PostgreSQL: set SB3_SAFE_TEST_POSTGRES_URL (.ci/run installs and starts one) to run this test",
+)
+def test_tuning_workers_on_ray_share_one_postgresql_study(tmp_path: Path, two_nodes: Cluster):
+    from sb3_safe.tuning import run_tuning
+
+    assert POSTGRES_URL is not None, "CI must provide SB3_SAFE_TEST_POSTGRES_URL (.ci/run starts PostgreSQL)"
+    name = f"ray-test-{os.getpid()}-{time.time_ns()}"
+    study = run_tuning(settings(tmp_path, trials=4, workers=2, storage=POSTGRES_URL, study_name=name, ray=two_nodes.address))
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(finished) >= 4
+    assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers ran trials
+    optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["tune", "--env", "CartPole-v1", "--ray"], "--ray with the default SQLite file"),
+        (["tune", "--env", "CartPole-v1", "--ray", "--storage", "study.log"], "a journal study is one machine's file"),
+        (["bench", "SUITE", "--ray", "127.0.0.1:9"], "--ray '127.0.0.1:9': nothing answers at 127.0.0.1:9"),
+        (["bench", "SUITE", "--ray", "ray://nowhere"], "expected auto, HOST:PORT or ray://HOST:PORT"),
+    ],
+)
+def test_ray_mistakes_are_one_line_and_create_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+):
+    suite = tmp_path / "suite.yml"
+    suite.write_text("seeds: [0]\nconfigs: {safe: safe}\nenvs: {CartPole-v1: {timesteps: 256}}\n")
+    out = tmp_path / "out"
+    argv = [str(suite) if a == "SUITE" else a for a in argv] + ["--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_without_ray_the_error_names_the_extra(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    suite = tmp_path / "suite.yml"
+    suite.write_text("seeds: [0]\nconfigs: {safe: safe}\nenvs: {CartPole-v1: {timesteps: 256}}\n")
+    assert main(["bench", str(suite), "--ray", "--out", str(tmp_path / "out")]) == 2
+    assert "pip install 'sb3-safe[cluster]'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
