@@ -30,10 +30,12 @@ from typing import Any
 
 from sb3_safe.errors import ConfigError, MissingDependencyError
 
-__all__ = ["LOCAL", "connect", "pack_folder", "run_jobs_on_ray", "run_workers_on_ray", "unpack_folder"]
+__all__ = ["ATTEMPTS_ACTOR", "LOCAL", "connect", "pack_folder", "run_jobs_on_ray", "run_workers_on_ray", "unpack_folder"]
 
 #: ``--ray`` without an address: start a Ray instance on this machine
 LOCAL = "local"
+#: Name prefix of the actor that counts each run's starts (``started()``: how many runs began)
+ATTEMPTS_ACTOR = "sb3-safe-attempts"
 
 
 def _import_ray() -> Any:
@@ -130,8 +132,15 @@ def _attempts_actor(ray: Any) -> Any:
             self.counts[key] = self.counts.get(key, 0) + 1
             return self.counts[key]
 
+        def started(self) -> int:
+            return len(self.counts)
+
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # on the driver's node: it lives as long as the suite, whichever other node goes away
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
     actor: Any = ray.remote(num_cpus=0)(Attempts)
-    return actor.remote()
+    return actor.options(scheduling_strategy=here, name=f"{ATTEMPTS_ACTOR}-{uuid.uuid4().hex}").remote()
 
 
 def run_jobs_on_ray(

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
 
 from sb3_safe.bench import RaySettings, Suite, run_suite
 from sb3_safe.cli import main
-from sb3_safe.cluster import pack_folder, unpack_folder
+from sb3_safe.cluster import ATTEMPTS_ACTOR, pack_folder, unpack_folder
 from tests.test_tuning import POSTGRES_URL, settings
 
 ray = pytest.importorskip("ray")
@@ -54,6 +56,46 @@ def test_a_suite_on_two_nodes_gives_the_rows_of_local_workers(tmp_path: Path, tw
     # a resumed suite skips the finished runs
     again = run_suite(SUITE, tmp_path / "ray", ray=RaySettings(two_nodes.address))
     assert [row["final_return"] for row in again] == [row["final_return"] for row in on_ray]
+
+
+def _wait_until_both_runs_started() -> bool:
+    """Poll the suite's attempt counter until both runs have begun training (bounded: 2 minutes)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(ATTEMPTS_ACTOR)]
+        if names and ray.get(ray.get_actor(names[0]).started.remote()) == 2:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_a_node_that_dies_mid_suite_has_its_run_retried_on_another(tmp_path: Path):
+    """
+    A head that runs no task and two one-CPU nodes: once both runs are under way one node is removed;
+    its run is retried on the other node, and the suite ends with every run present once, marked retried.
+    """
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    doomed = cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        rows: list[dict[str, Any]] = []
+        settings = RaySettings(cluster.address)
+        suite = threading.Thread(target=lambda: rows.extend(run_suite(SUITE, tmp_path / "out", ray=settings)))
+        suite.start()
+        assert _wait_until_both_runs_started(), "the runs did not start within 2 minutes"
+        cluster.remove_node(doomed)
+        suite.join(timeout=600)
+        assert not suite.is_alive()
+        assert [row["crashed"] for row in rows] == [False, False]
+        assert sorted(row["retried"] for row in rows) == [False, True]
+        runs = sorted(p.name for p in (tmp_path / "out" / "runs" / "CartPole-v1").iterdir())
+        assert runs == ["safe-s0", "safe-s1"]
+        assert not list((tmp_path / "out").rglob(".incoming-*"))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
 
 
 def test_a_run_folder_travels_whole_and_never_overwrites(tmp_path: Path):
