@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-scale bench-long bench-calibration bench-recover bench-health bench-soak bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-scale bench-cluster bench-long bench-calibration bench-recover bench-health bench-soak bench-overhead bench-tune clean
 
 install: $(STAMP)
 
@@ -118,6 +118,11 @@ $(PEER_VENV)/.installed:
 
 bench-scale: $(STAMP) $(PEER_VENV)/.installed
 	$(PY) benchmarks/scale.py --peer-python $(PEER_VENV)/bin/python $(ARGS)
+
+# A benchmark suite on a 2-node Ray cluster simulated here, against --workers 2 (wall time, same rows,
+# the cost of returning a run folder). ~10 min.
+bench-cluster: $(STAMP)
+	$(PY) benchmarks/cluster.py $(ARGS)
 
 # The seed's shape for real: safe and baseline MAPPO on VMAS transport, 100M agent steps each (hours;
 # run it in the background). Started again, an interrupted run goes on from its newest checkpoint.
