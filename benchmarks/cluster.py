@@ -49,7 +49,7 @@ def main() -> None:
         ray_seconds = time.perf_counter() - start
     finally:
         ray.shutdown()
-        cluster.shutdown()
+        cluster.shutdown()  # type: ignore[no-untyped-call]
 
     same = [{k: r[k] for k in KEYS} for r in on_ray] == [{k: r[k] for k in KEYS} for r in local]
     sizes, pack_s, unpack_s = [], [], []
