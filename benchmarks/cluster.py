@@ -14,16 +14,22 @@ Usage: ``python benchmarks/cluster.py [SUITE] [--out bench-results/cluster]``.
 from __future__ import annotations
 
 import argparse
+import math
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-from sb3_safe.bench import RaySettings, load_suite, run_suite
+from sb3_safe.bench import RaySettings, load_suite, run_suite, write_outputs
 from sb3_safe.cluster import pack_folder, unpack_folder
 
 KEYS = ("env", "config", "seed", "crashed", "final_return", "best_return", "collapsed", "rollbacks", "critical_findings")
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal, a crashed run's NaN return included."""
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
 def main() -> None:
@@ -51,7 +57,9 @@ def main() -> None:
         ray.shutdown()
         cluster.shutdown()  # type: ignore[no-untyped-call]
 
-    same = [{k: r[k] for k in KEYS} for r in on_ray] == [{k: r[k] for k in KEYS} for r in local]
+    same = all(_same(a[k], b[k]) for a, b in zip(on_ray, local, strict=True) for k in KEYS)
+    write_outputs(local, args.out / "local", suite)
+    write_outputs(on_ray, args.out / "ray", suite)
     sizes, pack_s, unpack_s = [], [], []
     for run in sorted((args.out / "ray" / "runs").glob("*/*")):
         begin = time.perf_counter()

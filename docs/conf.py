@@ -26,7 +26,8 @@ autodoc_default_options = {"members": True, "show-inheritance": True}
 nitpicky = False
 html_theme = "furo"
 html_title = f"sb3-safe {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["custom.css"]
 
 
 def _profile_keys_page() -> None:

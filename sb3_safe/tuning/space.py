@@ -16,8 +16,6 @@ Categorical choices may be a mapping from a name (what Optuna stores) to any YAM
 
 from __future__ import annotations
 
-import contextlib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ import yaml
 from sb3_safe.config import BUNDLED_HYPERPARAMS, POLICY_KWARGS, SCHEMA
 from sb3_safe.config.algorithms import DEFAULT_ALGO
 from sb3_safe.errors import ConfigError, did_you_mean
+from sb3_safe.options import KINDS, OptionError  # the kinds of option values (one number checker)
 
 __all__ = ["DEFAULT_SPACE", "Param", "SearchSpace", "default_space", "load_space"]
 
@@ -42,7 +41,7 @@ def default_space(algo: str = DEFAULT_ALGO) -> Path:
     return own if own.is_file() else DEFAULT_SPACE
 
 
-KINDS = ("loguniform", "uniform", "int", "categorical", "one_minus_loguniform")
+DISTRIBUTIONS = ("loguniform", "uniform", "int", "categorical", "one_minus_loguniform")
 #: ``prefix`` of a schedule key's number: none, rl-zoo's linear schedule, the KL-adaptive rate
 PREFIXES = ("", "lin_", "adaptive_")
 LIMITS = {"max_grad_steps_per_env_step": "gradient steps per environment step, n_epochs / batch_size"}
@@ -115,12 +114,11 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _number(where: str, name: str, value: Any) -> float:
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            value = float(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ConfigError(f"{where}: `{name}` = {value!r} is not a finite number")
-    return float(value)
+    """A finite number, checked by the package's one number checker (:class:`sb3_safe.options.Kind`)."""
+    try:
+        return float(KINDS["any finite"].check(name, value))
+    except OptionError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _param(source: Path, key: str, spec: Any) -> Param:
@@ -136,11 +134,11 @@ def _param(source: Path, key: str, spec: Any) -> Param:
             f"{source}: `{key}` is not a parameter of SafePPO/PPO profiles.{did_you_mean(key, allowed)} "
             "Use a profile key (policy_kwargs.<name> for policy arguments)"
         )
-    if not isinstance(spec, Mapping) or spec.get("type") not in KINDS:
+    if not isinstance(spec, Mapping) or spec.get("type") not in DISTRIBUTIONS:
         kind = spec.get("type") if isinstance(spec, Mapping) else spec
         raise ConfigError(
-            f"{where}: distribution type {kind!r} is not known.{did_you_mean(str(kind), KINDS)} "
-            f"Use {{type: one of {', '.join(KINDS)}, ...}}"
+            f"{where}: distribution type {kind!r} is not known.{did_you_mean(str(kind), DISTRIBUTIONS)} "
+            f"Use {{type: one of {', '.join(DISTRIBUTIONS)}, ...}}"
         )
     kind = spec["type"]
     expected = {"categorical": {"type", "choices"}}.get(kind, {"type", "low", "high"} | ({"log"} if kind == "int" else set()))
