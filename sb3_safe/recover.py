@@ -48,8 +48,18 @@ __all__ = [
 ]
 
 _ANY_CHECKPOINT = re.compile(r".*_(\d+)_steps\.zip")
-# Profile keys that shape the network: a recovered run keeps its parent's.
-_NETWORK_KEYS = ("policy", "policy_kwargs", "use_sde")
+# Profile keys that shape the network and the environment it acts in: a recovered run keeps its parent's
+# (a checkpoint of 2 agents with 20-dimensional observations cannot act in the profile's 4-agent scenario).
+_NETWORK_KEYS = (
+    "policy",
+    "policy_kwargs",
+    "use_sde",
+    "env_kwargs",
+    "env_wrapper",
+    "frame_stack",
+    "centralized_critic",
+    "agent_id",
+)
 
 
 @dataclass(frozen=True)

@@ -170,3 +170,13 @@ def test_safeppo_bootstraps_many_time_limits_in_one_pass_with_sb3s_values(copies
     assert all(batched) if copies >= 32 else not any(batched)
     for (t, i), value in probe.values.items():
         assert probe.buffered[t, i] == pytest.approx(probe.raw[t][i] + 0.9 * value, rel=1e-5)
+
+
+def test_without_envpool_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch):
+    import sys
+
+    from sb3_safe.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "envpool", None)
+    with pytest.raises(ConfigError, match=r"pip install 'sb3-safe\[batched\]'"):
+        make_batched_env("envpool", "Pendulum-v1", 2, seed=0)

@@ -239,3 +239,17 @@ def test_without_vmas_the_error_names_the_extra(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, "vmas", None)
     with pytest.raises(ConfigError, match=r"pip install 'sb3-safe\[marl\]'"):
         VmasVecEnv(NAVIGATION, 1)
+
+
+def test_recover_continues_a_vmas_run_from_a_checkpoint(tmp_path: Path):
+    from sb3_safe.recover import recover
+
+    config = load_config("baseline", NAVIGATION, {**TINY, "n_timesteps": 1024})
+    run = train(config, seed=0, runs_root=tmp_path, eval_freq=512, save_freq=512, n_eval_episodes=2).run_dir
+    small = {"n_envs": 4, "n_steps": 32, "batch_size": 128}  # the safe block's 200 copies would overshoot the budget
+    recovery = recover(run, from_step=600, progress_bar=False, overrides=small)
+    assert recovery.checkpoint is not None and recovery.checkpoint[0] == 512
+    assert recovery.result is not None and recovery.result.model.num_timesteps == 1024
+    _, block, info = RunFolder(recovery.result.run_dir).read_config()
+    assert info["recovered_from"]["parent_run"] == str(run.resolve())
+    assert block["env_kwargs"] == {"max_steps": 25, "n_agents": 2}  # the parent's scenario, not the profile's
