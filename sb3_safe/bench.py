@@ -48,7 +48,7 @@ import yaml
 from sb3_safe.errors import ConfigError, RunFolderError, did_you_mean
 from sb3_safe.faults import FAULTS, make_fault_wrapper
 from sb3_safe.health import evaluation_collapse
-from sb3_safe.runs import RunFolder, free_path
+from sb3_safe.runs import RunFolder, free_path, resume_chain, set_aside_interrupted
 
 __all__ = ["Job", "RaySettings", "Suite", "iqm", "load_suite", "resume_chain", "run_suite"]
 
@@ -153,7 +153,7 @@ def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int) -> dic
     record: dict[str, Any] = {"env": job.env_label, "config": job.config, "seed": job.seed, "crashed": False, "error": ""}
     if folder.read_result() is not None:
         return record
-    checkpoint = _interrupted(run_dir)
+    checkpoint = set_aside_interrupted(run_dir)
     if checkpoint is not None:
         record["resumed_from"] = str(checkpoint)
     run_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -184,53 +184,6 @@ def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int) -> dic
         folder.crash_file.write_text(traceback.format_exc())
         folder.write_result({"crashed": True, "error": record["error"]})
     return record
-
-
-def _interrupted(run_dir: Path) -> Path | None:
-    """
-    Make way for a run that was interrupted (no ``result.json``): a folder without checkpoints is
-    removed (nothing in it is a result); one with checkpoints is kept as the next free
-    ``<run>.partN`` and the run goes on from its newest checkpoint, health monitor state included.
-    The new run's ``config.yml`` names that checkpoint (``run_info.resumed_from``), so the
-    parts form a chain that :func:`resume_chain` follows back.
-
-    :return: The checkpoint to resume from, or ``None`` to start afresh
-    """
-    if not run_dir.exists():
-        return None
-    checkpoints = RunFolder(run_dir).checkpoints()
-    if not checkpoints:
-        import shutil
-
-        shutil.rmtree(run_dir)
-        return None
-    part = 1
-    while run_dir.with_name(f"{run_dir.name}.part{part}").exists():
-        part += 1
-    kept = run_dir.with_name(f"{run_dir.name}.part{part}")
-    run_dir.rename(kept)
-    _, newest = checkpoints[-1]
-    return kept / newest.relative_to(run_dir)
-
-
-def resume_chain(run_dir: Path) -> list[Path]:
-    """
-    :param run_dir: A run folder
-    :return: The folders of its resume chain, oldest first, ``run_dir`` last: each one resumed from
-        a checkpoint of the one before (``run_info.resumed_from`` in ``config.yml``)
-    """
-    chain = [run_dir]
-    while True:
-        try:
-            _, _, info = RunFolder(chain[0]).read_config()
-        except RunFolderError:
-            break
-        source = info.get("resumed_from")
-        parent = RunFolder.containing(Path(source)) if source else None
-        if parent is None or parent.path in chain:
-            break
-        chain.insert(0, parent.path)
-    return chain
 
 
 def _stale(job: Job, out: Path) -> bool:

@@ -46,6 +46,8 @@ __all__ = [
     "free_path",
     "list_checkpoints",
     "read_jsonl",
+    "resume_chain",
+    "set_aside_interrupted",
 ]
 
 _CONFIG_HEADER = "# Resolved by sb3-safe; train again with: sb3-safe train --profile <this file> --env <the id below>\n"
@@ -347,6 +349,54 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             continue
         if isinstance(record, dict):
             yield record
+
+
+def set_aside_interrupted(run_dir: Path) -> Path | None:
+    """
+    Make way for a run that was interrupted (no ``result.json``): a folder without checkpoints is
+    removed (nothing in it is a result); one with checkpoints is kept as the next free
+    ``<run>.partN`` and the run goes on from its newest checkpoint, health monitor state included.
+    The new run's ``config.yml`` names that checkpoint (``run_info.resumed_from``), so the
+    parts form a chain that :func:`resume_chain` follows back. (``sb3-safe bench`` calls it for each run
+    it starts.)
+
+    :return: The checkpoint to resume from, or ``None`` to start afresh
+    """
+    if not run_dir.exists():
+        return None
+    checkpoints = RunFolder(run_dir).checkpoints()
+    if not checkpoints:
+        import shutil
+
+        shutil.rmtree(run_dir)
+        return None
+    part = 1
+    while run_dir.with_name(f"{run_dir.name}.part{part}").exists():
+        part += 1
+    kept = run_dir.with_name(f"{run_dir.name}.part{part}")
+    run_dir.rename(kept)
+    _, newest = checkpoints[-1]
+    return kept / newest.relative_to(run_dir)
+
+
+def resume_chain(run_dir: Path) -> list[Path]:
+    """
+    :param run_dir: A run folder
+    :return: The folders of its resume chain, oldest first, ``run_dir`` last: each one resumed from
+        a checkpoint of the one before (``run_info.resumed_from`` in ``config.yml``)
+    """
+    chain = [run_dir]
+    while True:
+        try:
+            _, _, info = RunFolder(chain[0]).read_config()
+        except RunFolderError:
+            break
+        source = info.get("resumed_from")
+        parent = RunFolder.containing(Path(source)) if source else None
+        if parent is None or parent.path in chain:
+            break
+        chain.insert(0, parent.path)
+    return chain
 
 
 # Checkpoint handling moved to sb3_safe.checkpoints; its names stay importable from here.
