@@ -110,7 +110,7 @@ def _no_progress(history: HealthHistory, t: Thresholds, target_kl: float | None)
     if not finite(now):
         return None
     assert start is not None and best is not None and now is not None
-    if gained(start, best, return_noise(history, t), t):
+    if gained(start, best, return_noise(history, t), t, t.no_progress_noise_multiple):
         return None
     kept = _entropy_kept(history)
     if kept is None or kept >= t.no_progress_entropy_kept:

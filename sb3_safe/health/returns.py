@@ -92,10 +92,15 @@ def return_noise(history: HealthHistory, t: Thresholds) -> float:
     return float(history.cache[key])
 
 
-def gained(start: float, best: float, noise: float, t: Thresholds) -> bool:
-    """Whether ``best`` is a real gain over ``start``: large next to the start's magnitude and to the run's noise."""
+def gained(start: float, best: float, noise: float, t: Thresholds, multiple: float | None = None) -> bool:
+    """
+    Whether ``best`` is a real gain over ``start``: large next to the start's magnitude and to the run's noise.
+
+    :param multiple: How many times the noise (default ``gain_noise_multiple``, the bar for a gain a collapse can lose)
+    """
     gain = best - start
-    return gain > t.reward_collapse_min_gain * abs(start) and gain > t.gain_noise_multiple * noise
+    bar = t.gain_noise_multiple if multiple is None else multiple
+    return gain > t.reward_collapse_min_gain * abs(start) and gain > bar * noise
 
 
 def gain_lost(history: History, value: float, thresholds: Thresholds | None = None) -> float | None:
