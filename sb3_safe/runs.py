@@ -400,22 +400,9 @@ def resume_chain(run_dir: Path) -> list[Path]:
 
 
 # Checkpoint handling moved to sb3_safe.checkpoints; its names stay importable from here.
-_MOVED = frozenset(
-    {
-        "AtomicCheckpointCallback",
-        "check_archive",
-        "checkpoints_to_keep",
-        "load_model",
-        "monitor_state_path_for",
-        "save_with_stats",
-        "stats_path_for",
-    }
-)
-
-
 def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        from sb3_safe import checkpoints
+    from sb3_safe import checkpoints
 
+    if name in checkpoints.__all__:
         return getattr(checkpoints, name)
     raise AttributeError(f"module 'sb3_safe.runs' has no attribute {name!r}")

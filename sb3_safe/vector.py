@@ -22,7 +22,7 @@ seeded through :meth:`VecEnv.seed`, so ``PPO(seed=...)`` reproduces a run.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -31,6 +31,7 @@ from stable_baselines3.common.vec_env import VecEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from sb3_safe.errors import ConfigError, did_you_mean
+from sb3_safe.slots import MonitoredSlots
 
 __all__ = ["BATCHED", "EnvPoolVecEnv", "GymnasiumVecEnv", "make_batched_env"]
 
@@ -45,7 +46,7 @@ def _space(space: Any) -> gym.Space[Any]:
     return space  # type: ignore[no-any-return]
 
 
-class _BatchedVecEnv(VecEnv):
+class _BatchedVecEnv(MonitoredSlots):
     """What both adapters share: the actions, the ``get_attr`` family (there are no sub-environment objects)."""
 
     _actions: np.ndarray
@@ -65,21 +66,8 @@ class _BatchedVecEnv(VecEnv):
     def env_method(self, method_name: str, *args: Any, indices: VecEnvIndices = None, **kwargs: Any) -> list[Any]:
         raise AttributeError(f"{type(self).__name__} cannot call {method_name!r} on its copies")
 
-    def env_is_wrapped(
-        self, wrapper_class: type[gym.Wrapper[Any, Any, Any, Any]], indices: VecEnvIndices = None
-    ) -> list[bool]:
-        """Every copy reports ``Monitor``'s ``episode`` info, so it counts as ``Monitor``-wrapped."""
-        from stable_baselines3.common.monitor import Monitor
-
-        return [wrapper_class is Monitor for _ in self._indices(indices)]
-
     def get_images(self) -> Sequence[np.ndarray | None]:
         return [None for _ in range(self.num_envs)]
-
-    def _indices(self, indices: VecEnvIndices) -> Iterable[int]:
-        if indices is None:
-            return range(self.num_envs)
-        return [indices] if isinstance(indices, int) else indices
 
     def _finished(
         self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, terminal: np.ndarray

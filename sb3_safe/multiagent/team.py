@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvWrapper
 
+from sb3_safe.slots import MonitoredSlots
+
 __all__ = ["TeamVecEnv", "unwrap_team"]
 
 
-class TeamVecEnv(VecEnv):
+class TeamVecEnv(MonitoredSlots):
     """
     A VecEnv with one slot per agent of each copy of a multi-agent environment (agent ``i`` of
     copy ``k`` at slot ``k * n_agents + i``), all agents acting through one shared policy.

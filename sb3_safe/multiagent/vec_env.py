@@ -31,10 +31,9 @@ from __future__ import annotations
 
 import importlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn, VecEnvWrapper
@@ -267,7 +266,7 @@ class PettingZooVecEnv(TeamVecEnv):
 
     def _copies(self, indices: VecEnvIndices) -> list[Any]:
         """The copy behind each requested slot."""
-        return [self.envs[i // self.n_agents] for i in self._get_indices(indices)]
+        return [self.envs[i // self.n_agents] for i in self._indices(indices)]
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """:return: The attribute of the copy behind each slot (``render_mode`` included)"""
@@ -282,19 +281,6 @@ class PettingZooVecEnv(TeamVecEnv):
     ) -> list[Any]:
         """:return: The method's result on the copy behind each slot"""
         return [getattr(env, method_name)(*method_args, **method_kwargs) for env in self._copies(indices)]
-
-    def env_is_wrapped(
-        self, wrapper_class: type[gym.Wrapper[Any, Any, Any, Any]], indices: VecEnvIndices = None
-    ) -> list[bool]:
-        """Every slot reports ``Monitor``'s ``episode`` info, so it counts as ``Monitor``-wrapped."""
-        from stable_baselines3.common.monitor import Monitor
-
-        return [wrapper_class is Monitor for _ in self._get_indices(indices)]
-
-    def _get_indices(self, indices: VecEnvIndices) -> Iterable[int]:
-        if indices is None:
-            return range(self.num_envs)
-        return [indices] if isinstance(indices, int) else indices
 
 
 def unwrap_pettingzoo(venv: VecEnv) -> PettingZooVecEnv | None:

@@ -34,10 +34,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch as th
 from gymnasium import spaces
@@ -232,19 +231,6 @@ class VmasVecEnv(TeamVecEnv):
     ) -> list[Any]:
         result = getattr(self.env, method_name)(*method_args, **method_kwargs)
         return [result for _ in self._indices(indices)]
-
-    def env_is_wrapped(
-        self, wrapper_class: type[gym.Wrapper[Any, Any, Any, Any]], indices: VecEnvIndices = None
-    ) -> list[bool]:
-        """Every slot reports ``Monitor``'s ``episode`` info, so it counts as ``Monitor``-wrapped."""
-        from stable_baselines3.common.monitor import Monitor
-
-        return [wrapper_class is Monitor for _ in self._indices(indices)]
-
-    def _indices(self, indices: VecEnvIndices) -> Iterable[int]:
-        if indices is None:
-            return range(self.num_envs)
-        return [indices] if isinstance(indices, int) else indices
 
 
 def _make(
