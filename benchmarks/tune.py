@@ -94,8 +94,8 @@ def where_the_time_went(study: optuna.Study, seconds: float) -> str:
     trials = [t for t in study.get_trials(deepcopy=False) if t.datetime_start and t.datetime_complete]
     begin = min(t.datetime_start for t in trials if t.datetime_start)
     parts = []
-    for number, pid in enumerate(sorted({t.user_attrs.get("worker", 0) for t in trials})):
-        own = [t for t in trials if t.user_attrs.get("worker", 0) == pid]
+    for number, pid in enumerate(sorted({str(t.user_attrs.get("worker", "")) for t in trials})):
+        own = [t for t in trials if str(t.user_attrs.get("worker", "")) == pid]
         first = min((t.datetime_start - begin).total_seconds() for t in own if t.datetime_start)
         busy = sum(t.duration.total_seconds() for t in own if t.duration)
         last = max((t.datetime_complete - begin).total_seconds() for t in own if t.datetime_complete)

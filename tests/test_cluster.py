@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from sb3_safe.bench import RaySettings, Suite, run_suite
 from sb3_safe.cli import main
 from sb3_safe.cluster import ATTEMPTS_ACTOR, pack_folder, unpack_folder
+from sb3_safe.runs import RunFolder
 from tests.test_tuning import POSTGRES_URL, settings
 
 ray = pytest.importorskip("ray")
@@ -98,6 +101,53 @@ def test_a_node_that_dies_mid_suite_has_its_run_retried_on_another(tmp_path: Pat
         cluster.shutdown()
 
 
+def test_with_a_shared_out_a_retried_run_goes_on_from_its_checkpoint(tmp_path: Path):
+    """
+    ``--ray-shared-out``: runs write into the suite's folder. A node removed once both runs have a checkpoint
+    there: its run is retried on the other node and resumes from its newest checkpoint (the part it came
+    from kept as ``<run>.part1``), not from the start.
+    """
+    suite = Suite(
+        name="shared",
+        seeds=[0, 1],
+        configs={"safe": "safe"},
+        envs={"CartPole-v1": {"timesteps": 4096}},
+        n_evaluations=4,
+        eval_episodes=2,
+    )
+    ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    doomed = cluster.add_node(num_cpus=1)
+    cluster.add_node(num_cpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    out = tmp_path / "shared"
+    runs = out / "runs" / "CartPole-v1"
+    try:
+        rows: list[dict[str, Any]] = []
+        settings = RaySettings(cluster.address, shared_out=True)
+        thread = threading.Thread(target=lambda: rows.extend(run_suite(suite, out, ray=settings)))
+        thread.start()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:  # until both runs have written a checkpoint to the shared folder
+            if all(list((runs / f"safe-s{seed}" / "checkpoints").glob("model_*_steps.zip")) for seed in (0, 1)):
+                break
+            time.sleep(0.1)
+        cluster.remove_node(doomed)
+        thread.join(timeout=600)
+        assert not thread.is_alive()
+        assert sorted(row["retried"] for row in rows) == [False, True]
+        assert [row["crashed"] for row in rows] == [False, False]
+        (part,) = sorted(runs.glob("*.part1"))
+        resumed = RunFolder(runs / part.name.removesuffix(".part1"))
+        info = resumed.read_config()[2]
+        assert info["resumed_from"] is not None and Path(info["resumed_from"]).is_relative_to(part)
+        assert info["resumed_at_timestep"] > 0
+        assert resumed.read_result() is not None
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
 def test_a_run_folder_travels_whole_and_never_overwrites(tmp_path: Path):
     source = tmp_path / "source" / "safe-s0"
     (source / "checkpoints").mkdir(parents=True)
@@ -126,6 +176,56 @@ def test_tuning_workers_on_ray_share_one_postgresql_study(tmp_path: Path, two_no
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     assert len(finished) >= 4
     assert len({t.user_attrs["worker"] for t in finished}) == 2  # both workers ran trials
+    optuna.delete_study(study_name=name, storage=POSTGRES_URL)
+
+
+@pytest.mark.skipif(
+    POSTGRES_URL is None and not os.environ.get("CI"),
+    reason="no PostgreSQL: set SB3_SAFE_TEST_POSTGRES_URL (.ci/run installs and starts one) to run this test",
+)
+def test_a_tuning_worker_killed_mid_trial_on_ray_has_its_trial_retried(tmp_path: Path, two_nodes: Cluster):
+    """
+    The Ray task of the only worker is killed (SIGKILL) while its trial trains. Ray runs the task again; the
+    new worker fails the stale trial once its heartbeat is 2 s old and reruns its parameters, as without Ray.
+    """
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    from sb3_safe.tuning import run_tuning
+    from sb3_safe.tuning.study import open_study
+
+    assert POSTGRES_URL is not None
+    name = f"ray-kill-{os.getpid()}-{time.time_ns()}"
+    config = settings(
+        tmp_path,
+        trials=1,
+        workers=1,
+        timesteps=4096,
+        storage=POSTGRES_URL,
+        study_name=name,
+        heartbeat_interval=1,
+        ray=two_nodes.address,
+    )
+    tuning = threading.Thread(target=run_tuning, args=(config,))
+    tuning.start()
+    study = open_study(config)
+    victim = None
+    for _ in range(1200):  # up to 2 minutes until the trial trains in a Ray worker
+        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        if running and "worker" in running[0].user_attrs and len(running[0].params) == 4:
+            victim = int(running[0].user_attrs["worker"].rsplit(":", 1)[1])
+            break
+        time.sleep(0.1)
+    assert victim is not None, "no trial started"
+    os.kill(victim, signal.SIGKILL)
+    tuning.join(timeout=300)
+    assert not tuning.is_alive()
+    trials = optuna.load_study(study_name=name, storage=POSTGRES_URL).trials
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
+    assert retried and retried[0].params == trials[0].params
+    assert retried[0].state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     optuna.delete_study(study_name=name, storage=POSTGRES_URL)
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import statistics
 import time
 from dataclasses import dataclass
@@ -194,7 +195,8 @@ class TrialObjective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         th.set_num_threads(1)
-        trial.set_user_attr("worker", os.getpid())  # which process ran it (benchmarks/tune.py: where the time goes)
+        # which machine and process ran it (host:pid; benchmarks/tune.py: where each worker's time goes)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         start = time.monotonic()
         deadline = None if self.settings.trial_timeout is None else start + self.settings.trial_timeout
         self._timesteps_run = 0

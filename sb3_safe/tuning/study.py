@@ -15,7 +15,6 @@ import importlib.util
 import multiprocessing
 import os
 import re
-import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,14 +191,8 @@ def run_worker(settings: TuneSettings) -> None:
     objective = TrialObjective(base, load_space(settings.space, base.algo), settings.objective)
     if counted_trials(study) >= settings.trials:
         return
-    worker = f"{socket.gethostname()}:{os.getpid()}"
-
-    def labelled(trial: optuna.Trial) -> float:
-        trial.set_user_attr("worker", worker)  # which machine and process ran it
-        return objective(trial)
-
     study.optimize(
-        labelled,
+        objective,
         timeout=settings.timeout,
         callbacks=[TrialBudget(settings.trials, max_rejected=50 * settings.trials)],
         gc_after_trial=True,
