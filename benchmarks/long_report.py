@@ -56,11 +56,12 @@ def stitched(run: Path) -> dict[str, Any]:
         until = math.inf
         if i + 1 < len(chain):
             until = float(RunFolder(chain[i + 1]).read_config()[2].get("resumed_at_timestep") or math.inf)
-        rows += _rows(part, until)
+        part_rows = _rows(part, until)
+        rows += part_rows
         steps, means = RunFolder(part).evaluations()
         evaluations += [(s, m) for s, m in zip(steps, means, strict=True) if s <= until]
         events += [e for e in RunFolder(part).health_events() if e.get("timestep", 0) <= until]
-        wall += max((row.get("time/time_elapsed", 0.0) for row in _rows(part, until)), default=0.0)
+        wall += max((row.get("time/time_elapsed", 0.0) for row in part_rows), default=0.0)
     result = RunFolder(run).read_result() or {}
     return {"chain": chain, "rows": rows, "evaluations": evaluations, "events": events, "wall": wall, "result": result}
 

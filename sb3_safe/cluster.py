@@ -167,7 +167,7 @@ def run_jobs_on_ray(
     :param report: Called with ``(index, total, record)`` as runs finish
     :return: One record per job, with ``retried`` (the task ran more than once)
     """
-    ray = connect(None) if not _ray_initialized() else _import_ray()
+    ray = connect(None)  # run_suite has connected; a direct call starts a local Ray
     attempts = _attempts_actor(ray)
     shared = out.resolve() if shared_out else None
 
@@ -198,14 +198,6 @@ def run_jobs_on_ray(
         if report is not None:
             report(len(records) - 1, len(jobs), record)
     return records
-
-
-def _ray_initialized() -> bool:
-    try:
-        import ray
-    except ImportError:
-        return False
-    return bool(ray.is_initialized())
 
 
 def run_workers_on_ray(worker: Callable[[Any], None], settings: Any, workers: int) -> list[str]:

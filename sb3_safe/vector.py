@@ -21,7 +21,6 @@ seeded through :meth:`VecEnv.seed`, so ``PPO(seed=...)`` reproduces a run.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -55,10 +54,10 @@ class _BatchedVecEnv(MonitoredSlots):
         self._actions = actions
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
-        value = None if attr_name == "render_mode" else getattr(self, "_attrs", {}).get(attr_name)
-        if value is None and attr_name != "render_mode":
+        """:return: ``None`` for ``render_mode`` (nothing renders); the copies expose no other attribute"""
+        if attr_name != "render_mode":
             raise AttributeError(f"{type(self).__name__} has no attribute {attr_name!r} on its copies")
-        return [value for _ in self._indices(indices)]
+        return [None for _ in self._indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         raise AttributeError(f"{type(self).__name__} cannot set {attr_name!r} on its copies")
@@ -73,23 +72,13 @@ class _BatchedVecEnv(MonitoredSlots):
         self, rewards: np.ndarray, terminated: np.ndarray, truncated: np.ndarray, terminal: np.ndarray
     ) -> list[dict[str, Any]]:
         """The step's infos: terminal observation, time limit and ``Monitor``'s episode statistics of finished copies."""
-        if not hasattr(self, "_returns"):
-            self._returns, self._lengths = np.zeros(self.num_envs), np.zeros(self.num_envs, dtype=np.int64)
-            self._start = time.time()
-        self._returns += rewards
-        self._lengths += 1
+        self._add_step(rewards)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         for i in np.flatnonzero(terminated | truncated):
             infos[i]["terminal_observation"] = terminal[i]
             infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            elapsed = round(time.time() - self._start, 6)
-            infos[i]["episode"] = {"r": float(self._returns[i]), "l": int(self._lengths[i]), "t": elapsed}
-            self._returns[i], self._lengths[i] = 0.0, 0
+            infos[i]["episode"] = self._end_episode(int(i))
         return infos
-
-    def _restart_statistics(self) -> None:
-        if hasattr(self, "_returns"):
-            self._returns[:], self._lengths[:] = 0.0, 0
 
 
 class GymnasiumVecEnv(_BatchedVecEnv):

@@ -30,7 +30,6 @@ environment's ``state()`` where it has one, otherwise every agent's observation 
 from __future__ import annotations
 
 import importlib
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -145,9 +144,6 @@ class PettingZooVecEnv(TeamVecEnv):
                 {"obs": _box(self._obs_dim + agent_id * self.n_agents), "state": _box(state_dim + agent_id * self.n_agents)}
             )
         super().__init__(len(self.envs) * self.n_agents, observation_space, action_space)
-        self._returns = np.zeros(self.num_envs)
-        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
-        self._start = time.time()
         self._actions: np.ndarray = np.zeros(0)
 
     # -- observations
@@ -200,8 +196,7 @@ class PettingZooVecEnv(TeamVecEnv):
             per_slot.extend(self._copy_obs(k, obs))
             for i, agent in enumerate(self.agents):
                 self.reset_infos[k * self.n_agents + i] = dict(infos.get(agent, {}))
-        self._returns[:] = 0
-        self._lengths[:] = 0
+        self._restart_statistics()
         self._reset_seeds()
         self._reset_options()
         return self._stack(per_slot)
@@ -236,7 +231,7 @@ class PettingZooVecEnv(TeamVecEnv):
                     dones[slot] = True
                     info["terminal_observation"] = slots_obs[i]
                     info["TimeLimit.truncated"] = not term.get(agent, False)
-                    info["episode"] = {"r": float(self._returns[slot]), "l": int(self._lengths[slot]), "t": self._elapsed()}
+                    info["episode"] = self._episode(slot)  # its counts stay until the team's episode ends
             if finished:
                 team = self._returns[k * m : (k + 1) * m]
                 infos[k * m]["team_episode"] = {"r": float(team.sum()), "l": int(self._lengths[k * m : (k + 1) * m].max())}
@@ -248,9 +243,6 @@ class PettingZooVecEnv(TeamVecEnv):
                 self._lengths[k * m : (k + 1) * m] = 0
             per_slot.extend(slots_obs)
         return self._stack(per_slot), rewards, dones, infos
-
-    def _elapsed(self) -> float:
-        return round(time.time() - self._start, 6)
 
     def close(self) -> None:
         for env in self.envs:

@@ -32,7 +32,6 @@ a one-hot agent index to both.
 
 from __future__ import annotations
 
-import time
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -133,9 +132,6 @@ class VmasVecEnv(TeamVecEnv):
         if centralized_critic:
             observation_space = spaces.Dict({"obs": _box(own_dim), "state": _box(m * self._obs_dim + agent_id * m)})
         super().__init__(num_envs * m, observation_space, action_space)
-        self._returns = np.zeros(self.num_envs)
-        self._lengths = np.zeros(self.num_envs, dtype=np.int64)
-        self._start = time.time()
         self._actions = th.zeros(0)
 
     # -- observations
@@ -164,8 +160,7 @@ class VmasVecEnv(TeamVecEnv):
         if seed is not None:
             self.env.seed(seed)
         obs = self.env.reset()
-        self._returns[:] = 0
-        self._lengths[:] = 0
+        self._restart_statistics()
         self._reset_seeds()
         self._reset_options()
         return self._observations(obs)
@@ -181,8 +176,7 @@ class VmasVecEnv(TeamVecEnv):
         obs, rewards, terminated, truncated, _ = self.env.step(list(self._actions.unbind(dim=1)))
         reward = th.stack(rewards, dim=1).reshape(-1).cpu().numpy().astype(np.float32)
         done = (terminated | truncated).cpu().numpy()
-        self._returns += reward
-        self._lengths += 1
+        self._add_step(reward)
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         finished = np.flatnonzero(done)
         observations = self._observations(obs)
@@ -201,16 +195,14 @@ class VmasVecEnv(TeamVecEnv):
     def _report(self, finished: np.ndarray, terminal: VecEnvObs, limit: np.ndarray, infos: list[dict[str, Any]]) -> None:
         """Terminal observations, time limits and episode statistics of the copies that finished."""
         m = self.n_agents
-        elapsed = round(time.time() - self._start, 6)
         for k in finished.tolist():
-            slots = slice(k * m, (k + 1) * m)
-            for slot in range(k * m, (k + 1) * m):
+            slots = range(k * m, (k + 1) * m)
+            team = {"r": float(self._returns[slots.start : slots.stop].sum()), "l": int(self._lengths[k * m])}
+            for slot in slots:
                 infos[slot]["terminal_observation"] = self._slot_obs(terminal, slot)
                 infos[slot]["TimeLimit.truncated"] = bool(limit[k])
-                infos[slot]["episode"] = {"r": float(self._returns[slot]), "l": int(self._lengths[slot]), "t": elapsed}
-            infos[k * m]["team_episode"] = {"r": float(self._returns[slots].sum()), "l": int(self._lengths[k * m])}
-            self._returns[slots] = 0
-            self._lengths[slots] = 0
+                infos[slot]["episode"] = self._end_episode(slot)
+            infos[k * m]["team_episode"] = team
 
     def close(self) -> None:
         pass
