@@ -5,7 +5,8 @@ statistics, the health monitor's state), the callback that writes them atomicall
 
 from __future__ import annotations
 
-import itertools
+import contextlib
+import io
 import json
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -16,50 +17,20 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
-from sb3_safe.errors import CheckpointError
-from sb3_safe.runs import atomic_write, checkpoint_path, list_checkpoints
+from sb3_safe.errors import CheckpointError, DiskFullError
+from sb3_safe.retention import checkpoints_to_keep, plan_retention, protected_steps
+from sb3_safe.runs import RunFolder, append_jsonl, atomic_write, checkpoint_path, list_checkpoints
 
 __all__ = [
     "AtomicCheckpointCallback",
     "check_archive",
+    "checkpoint_bytes_estimate",
     "checkpoints_to_keep",
     "load_model",
     "monitor_state_path_for",
     "save_with_stats",
     "stats_path_for",
 ]
-
-
-def checkpoints_to_keep(steps: Iterable[int], keep: int, protect: Iterable[int] = ()) -> set[int]:
-    """
-    Which checkpoints a bounded run folder keeps.
-
-    - the ``keep`` newest, the oldest, and every step in ``protect`` (the last confirmed-healthy one);
-    - older ones spaced out over the run: numbering the checkpoints ``i = 0, 1, ..., n`` in save
-      intervals from the oldest, checkpoint ``i`` at age ``a = n - i`` stays while ``i`` is a
-      multiple of ``2 ** floor(log2(a))``. Every doubling of the distance back from the newest
-      (``[2^k, 2^(k+1))`` intervals) keeps at least one, so "resume from well before the crash"
-      always has a candidate, and a run of ``n`` saves keeps about ``keep + 2 log2(n)`` files.
-      The rule is stable: applied after every save, it never needs a file it deleted before.
-
-    :param steps: The checkpoints' step counts (saved every fixed number of steps)
-    :param keep: How many of the newest to keep (at least 1)
-    :param protect: Step counts never to delete
-    :return: The step counts to keep
-    """
-    ordered = sorted(set(steps))
-    if not ordered:
-        return set()
-    oldest, newest = ordered[0], ordered[-1]
-    interval = min((b - a for a, b in itertools.pairwise(ordered[-keep - 1 :])), default=1) or 1
-    kept = set(ordered[-keep:]) | {oldest} | (set(protect) & set(ordered))
-    n = (newest - oldest) // interval
-    for step in ordered:
-        i = (step - oldest) // interval
-        age = n - i
-        if age > 0 and i % (1 << (age.bit_length() - 1)) == 0:
-            kept.add(step)
-    return kept
 
 
 def monitor_state_path_for(model_path: Path) -> Path:
@@ -103,16 +74,22 @@ class AtomicCheckpointCallback(BaseCallback):
 
     Unlike SB3's ``CheckpointCallback`` (whose ``save_vecnormalize`` defaults to ``False``, see
     SB3 issue #1256), the statistics are always saved, and neither a crash nor a power loss
-    mid-save leaves a truncated file (:func:`atomic_write`). With ``keep``, older checkpoints are
-    deleted once the new one is on disk, as :func:`checkpoints_to_keep` says.
+    mid-save leaves a truncated file (:func:`atomic_write`). A save that fails (a full disk) removes
+    what it wrote of its own checkpoint, leaves the previous one loadable and raises
+    :class:`~sb3_safe.errors.DiskFullError`. After each save, :func:`~sb3_safe.retention.plan_retention`
+    says which older checkpoints go (a size budget, an optional count bound); every deletion is
+    logged with its reason.
 
     :param save_freq: Save every this many calls of ``_on_step`` (``total steps / n_envs``)
     :param save_path: The folder
-    :param keep: Keep this many of the newest checkpoints (and the spaced-out older ones);
-        ``None`` keeps every checkpoint
+    :param keep: Keep this many of the newest checkpoints and spaced-out older ones (``None``: no count bound)
     :param state: Returns JSON data saved beside each checkpoint (``monitor_<steps>_steps.json``):
         the health monitor's state, so a resumed run goes on judging against its past
     :param protect: Returns step counts whose checkpoints must be kept (the last healthy one)
+    :param events: Returns the steps of new events with why they matter (a finding's onset, the best
+        evaluation): the newest checkpoint at or before each is kept from then on
+    :param budget_mb: The most the checkpoints may take on disk, in MiB (``None``: no budget)
+    :param log: Where each deletion is recorded (``health.jsonl``), as ``{"event": "checkpoint_deleted", ...}``
     :param verbose: 1 to print each save
     """
 
@@ -123,6 +100,9 @@ class AtomicCheckpointCallback(BaseCallback):
         keep: int | None = None,
         state: Callable[[], Mapping[str, Any]] | None = None,
         protect: Callable[[], Iterable[int]] | None = None,
+        events: Callable[[], Mapping[int, str]] | None = None,
+        budget_mb: float | None = None,
+        log: Path | None = None,
         verbose: int = 0,
     ) -> None:
         super().__init__(verbose)
@@ -131,30 +111,72 @@ class AtomicCheckpointCallback(BaseCallback):
         self.keep = keep
         self.state = state
         self.protect = protect
+        self.events = events
+        self.budget_mb = budget_mb
+        self.log = log
+        #: Checkpoints kept for recovery, by step, with why (bounded by the checkpoints on disk)
+        self.protected: dict[int, str] = {}
 
     def _on_step(self) -> bool:
         if self.n_calls % self.save_freq == 0:
             self.save_path.mkdir(parents=True, exist_ok=True)
             path = checkpoint_path(self.save_path, self.num_timesteps)
-            if self.state is not None:
-                text = json.dumps(dict(self.state()))
-                atomic_write(monitor_state_path_for(path), lambda tmp: tmp.write_text(text))
-            save_with_stats(self.model, path)
+            try:
+                if self.state is not None:
+                    text = json.dumps(dict(self.state()))
+                    atomic_write(monitor_state_path_for(path), lambda tmp: tmp.write_text(text))
+                save_with_stats(self.model, path)
+            except OSError as error:
+                raise self._failed(path, error) from None
             if self.verbose >= 1:
                 print(f"Saved checkpoint {path}")
-            if self.keep is not None:
-                self._prune()
+            self._prune()
         return True
 
+    def _failed(self, path: Path, error: OSError) -> DiskFullError:
+        """Remove what the failed save wrote of its checkpoint; the error names the folder, the room needed and the way on."""
+        for file in (path, stats_path_for(path), monitor_state_path_for(path)):
+            file.unlink(missing_ok=True)
+        need = max((_checkpoint_bytes(p) for _, p in list_checkpoints(self.save_path)), default=0)
+        folder = RunFolder(self.save_path.parent)
+        what = f"checkpoint at step {self.num_timesteps:,} not written, a checkpoint takes {need / 2**20:,.1f} MiB"
+        return DiskFullError(folder.no_room_message(error, what))
+
     def _prune(self) -> None:
-        assert self.keep is not None
         found = list_checkpoints(self.save_path)
-        keep = checkpoints_to_keep([s for s, _ in found], self.keep, self.protect() if self.protect else ())
-        for steps, path in found:
-            if steps not in keep:
+        steps = [s for s, _ in found]
+        if self.events is not None:
+            self.protected.update(protected_steps(steps, self.events()))
+        protect = dict(self.protected)
+        for step in self.protect() if self.protect is not None else ():
+            protect.setdefault(step, "the last confirmed-healthy state")
+        budget = None if self.budget_mb is None else int(self.budget_mb * 2**20)
+        sizes = {step: _checkpoint_bytes(path) for step, path in found}
+        plan = plan_retention(sizes, budget, self.keep, protect)
+        for steps_, path in found:
+            if steps_ in plan.deleted:
                 # The model first: a kill between these leaves stray companions, never a model without its statistics.
                 for file in (path, stats_path_for(path), monitor_state_path_for(path)):
                     file.unlink(missing_ok=True)
+                self.protected.pop(steps_, None)
+                record = {"timestep": self.num_timesteps, "checkpoint": steps_, "reason": plan.deleted[steps_]}
+                append_jsonl(self.log, {"event": "checkpoint_deleted", **record})
+
+
+def checkpoint_bytes_estimate(model: BaseAlgorithm) -> int:
+    """:return: The bytes a checkpoint of ``model`` takes (its archive, saved to memory), for a budget check at start"""
+    buffer = io.BytesIO()
+    model.save(buffer)
+    return buffer.getbuffer().nbytes
+
+
+def _checkpoint_bytes(model_path: Path) -> int:
+    """Bytes on disk of a checkpoint: the model, its statistics and the monitor's state."""
+    total = 0
+    for file in (model_path, stats_path_for(model_path), monitor_state_path_for(model_path)):
+        with contextlib.suppress(FileNotFoundError):
+            total += file.stat().st_size
+    return total
 
 
 def check_archive(path: Path) -> None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import torch as th
 
-from sb3_safe.errors import UserError
+from sb3_safe.errors import RunFolderError, UserError
 from sb3_safe.faults import STRESSES
 
 if TYPE_CHECKING:
@@ -53,6 +53,14 @@ def _positive_int(text: str) -> int:
     value = _finite(text)
     if value < 1 or not value.is_integer():
         raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 1")
+    return int(value)
+
+
+def _non_negative_int(text: str) -> int:
+    """A count that may be zero (zero turns the thing off)."""
+    value = _finite(text)
+    if value < 0 or not value.is_integer():
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number >= 0")
     return int(value)
 
 
@@ -161,6 +169,13 @@ def _add_recover(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--seed", type=int, help="seed (default: the run's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument(
+        "--compare-episodes",
+        type=_non_negative_int,
+        default=20,
+        help="episodes on which the recovered policy and the checkpoint it started from are compared after training; "
+        "the better one ends as model.zip (0: no comparison; default: %(default)s)",
+    )
     p.add_argument("--dry-run", action="store_true", help="say what would be done, train nothing")
 
 
@@ -330,8 +345,11 @@ def _recover(args: argparse.Namespace, argv: Sequence[str]) -> int:
         from_step=args.from_step,
         seed=args.seed,
         argv=["sb3-safe", *argv],
+        compare_episodes=args.compare_episodes,
     )
     recovery = recover(args.run, settings, dry_run=args.dry_run)
+    if not recovery.needed:
+        raise RunFolderError(recovery.reason)
     result = recovery.result
     if result is None:
         print(f"sb3-safe recover: {recovery.reason}", flush=True)

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 __all__ = [
     "CheckpointError",
     "ConfigError",
+    "DiskFullError",
     "MissingDependencyError",
     "RunFolderError",
     "StorageError",
@@ -33,6 +34,10 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint (model ``.zip`` or VecNormalize ``.pkl``) is missing, damaged or does not fit the profile."""
+
+
+class DiskFullError(UserError):
+    """A run folder's file could not be written (a full disk, a read-only filesystem); the previous checkpoint is intact."""
 
 
 class RunFolderError(UserError):

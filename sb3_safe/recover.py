@@ -20,18 +20,22 @@ Plain SB3 and rl-zoo run folders work too (``progress.csv``, checkpoints named
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sb3_safe.checkpoints import monitor_state_path_for, stats_path_for
 from sb3_safe.config import load_config
 from sb3_safe.diagnose import diagnose
 from sb3_safe.errors import ConfigError, RunFolderError
 from sb3_safe.health import Finding, Thresholds, evaluation_noise_floor, evaluation_peak_before
-from sb3_safe.runs import RunFolder, free_path, list_checkpoints
+from sb3_safe.runs import RunFolder, atomic_write, free_path, list_checkpoints
 from sb3_safe.training import TrainResult, TrainSettings, train
 
 __all__ = [
@@ -41,6 +45,7 @@ __all__ = [
     "choose_checkpoint",
     "find_checkpoints",
     "find_trouble",
+    "keep_better",
     "plan_recovery",
     "recover",
     "run_recovery",
@@ -107,6 +112,11 @@ def find_trouble(run: Path) -> Trouble | None:
         return _stopped("unfinished", "the run stopped without a result (crashed or killed)", last_step, diagnosis.findings)
     if (result or {}).get("crashed"):
         return _stopped("crash", str((result or {}).get("error", "training raised")), last_step, diagnosis.findings)
+    warnings = [f for f in diagnosis.findings if f.severity == "warning"]
+    if warnings:  # nothing critical: the first warning is the first sign of the trouble
+        first = min(warnings, key=lambda f: (f.onset if f.onset is not None else f.timestep, f.timestep))
+        trouble = _trouble(first)
+        return replace(trouble, message=f"a warning, nothing critical: {trouble.message}")
     return None
 
 
@@ -189,6 +199,8 @@ class RecoverSettings:
     :param seed: Seed (default: the run's)
     :param argv: The command line, for ``command.txt``
     :param progress_bar: See :func:`sb3_safe.training.train`
+    :param compare_episodes: Episodes on which the recovered policy and the checkpoint it started from are
+        evaluated after training, the same episodes for both (0: no comparison); the better one ends as ``model.zip``
     """
 
     profile: str = "safe"
@@ -199,6 +211,7 @@ class RecoverSettings:
     seed: int | None = None
     argv: Sequence[str] = ()
     progress_bar: bool | None = None
+    compare_episodes: int = 20
 
 
 @dataclass
@@ -252,7 +265,12 @@ def plan_recovery(run: Path, settings: RecoverSettings | None = None) -> Recover
         chosen = choose_checkpoint(checkpoints, from_step)
         reason = f"asked to continue from step {from_step:,}" + (f"; {trouble.describe()}" if trouble else "")
     elif trouble is None:
-        return Recovery(None, None, f"{run}: no trouble found; nothing to recover. Pass --from STEP to continue anyway.")
+        return Recovery(
+            None,
+            None,
+            f"{run}: no finding, no crash: nothing to recover from. Pass --from STEP to continue from the newest "
+            "checkpoint at or before STEP anyway (`sb3-safe diagnose RUN` shows the run's curves and findings)",
+        )
     else:
         limit = trouble.onset
         chosen = choose_checkpoint(checkpoints, trouble.onset)
@@ -306,7 +324,59 @@ def run_recovery(recovery: Recovery, settings: RecoverSettings | None = None) ->
             lineage=lineage,
         ),
     )
+    if chosen is not None and settings.compare_episodes > 0:
+        keep_better(recovery.result.run_dir, chosen[1], settings.compare_episodes, recovery.seed)
     return recovery.result
+
+
+def keep_better(run_dir: Path, checkpoint: Path, episodes: int, seed: int) -> dict[str, Any]:
+    """
+    Evaluate a recovered run's final policy and the checkpoint it started from on the same episodes, and keep the
+    better one as the run's ``model.zip``. A recovery that made things worse (the safe profile can also fail to
+    regain what a run lost) then still ends with the best policy there is; the trained one stays beside it as
+    ``trained_model.zip``. The comparison goes into ``result.json`` under ``recovery``.
+
+    :param run_dir: The recovered run's folder
+    :param checkpoint: The checkpoint it resumed from
+    :param episodes: Episodes for each (the evaluation environment seeded with ``seed + 1000`` for both)
+    :param seed: The run's seed
+    :return: The comparison
+    """
+    from sb3_safe.training import evaluate
+
+    folder = RunFolder(run_dir)
+    recovered = evaluate(run_dir, episodes=episodes, seed=seed + 1000)
+    original = evaluate(checkpoint, episodes=episodes, seed=seed + 1000, run=run_dir)
+    kept = "recovered" if recovered.mean >= original.mean else "checkpoint"
+    if kept == "checkpoint":
+        final = folder.final_model
+        moves = [(final, final.with_name("trained_model.zip"))]
+        moves += [(stats_path_for(final), stats_path_for(moves[0][1]))]
+        moves += [(monitor_state_path_for(final), monitor_state_path_for(moves[0][1]))]
+        for source, target in moves:
+            if source.is_file():
+                os.replace(source, target)
+        for source, target in ((checkpoint, final), (stats_path_for(checkpoint), stats_path_for(final))):
+            if source.is_file():
+                atomic_write(target, functools.partial(shutil.copyfile, source))
+    comparison = {
+        "episodes": episodes,
+        "seed": seed + 1000,
+        "recovered_mean": recovered.mean,
+        "recovered_sem": recovered.std / math.sqrt(episodes),
+        "checkpoint": str(checkpoint.resolve()),
+        "checkpoint_mean": original.mean,
+        "checkpoint_sem": original.std / math.sqrt(episodes),
+        "kept": kept,
+    }
+    folder.write_result({**(folder.read_result() or {}), "recovery": comparison})
+    better = "the recovered policy" if kept == "recovered" else f"the checkpoint it started from ({checkpoint.name})"
+    print(
+        f"sb3-safe recover: over the same {episodes} episodes the recovered policy returns {recovered.mean:.4g}, "
+        f"the checkpoint {original.mean:.4g}: model.zip is {better}",
+        flush=True,
+    )
+    return comparison
 
 
 def recover(run: Path, settings: RecoverSettings | None = None, *, dry_run: bool = False, **changes: Any) -> Recovery:

@@ -21,11 +21,14 @@ line. Training, ``eval``, ``diagnose``, ``bench`` and resume all go through :cla
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import itertools
 import json
 import os
 import re
 import shlex
+import shutil
 import tempfile
 import time
 import zipfile
@@ -37,7 +40,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from sb3_safe.errors import RunFolderError
+from sb3_safe.errors import DiskFullError, RunFolderError
 
 __all__ = [
     "RunFolder",
@@ -49,6 +52,9 @@ __all__ = [
     "resume_chain",
     "set_aside_interrupted",
 ]
+
+#: Errors of a write that cannot find room: a full disk, a full quota, a file too large, a read-only filesystem
+_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 _CONFIG_HEADER = "# Resolved by sb3-safe; train again with: sb3-safe train --profile <this file> --env <the id below>\n"
 
@@ -131,7 +137,19 @@ class RunFolder:
         :param seed: The run's seed
         :param run_dir: An explicit folder; it must not exist yet
         :return: The created folder
+        :raises RunFolderError: When the folder exists or cannot be created (a read-only or full filesystem)
         """
+        try:
+            return cls._create(root, env_id, profile, seed, run_dir)
+        except OSError as error:
+            where = run_dir if run_dir is not None else root
+            raise RunFolderError(
+                f"cannot create a run folder in {str(where)!r}: {error.strerror or error}. Choose a writable place with "
+                "--runs-root or --run-dir"
+            ) from None
+
+    @classmethod
+    def _create(cls, root: Path, env_id: str, profile: str, seed: int, run_dir: Path | None) -> RunFolder:
         if run_dir is not None:
             if run_dir.exists():
                 raise RunFolderError(
@@ -190,6 +208,34 @@ class RunFolder:
         atomic_write(self.config_file, lambda path: path.write_text(text))
         command = " ".join(shlex.quote(arg) for arg in argv)
         atomic_write(self.command_file, lambda path: path.write_text(f"cd {shlex.quote(os.getcwd())} && {command}\n"))
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """
+        A write into the run folder that fails for want of room (a full disk or quota, a read-only filesystem) becomes
+        :class:`~sb3_safe.errors.DiskFullError`: one line naming the folder, the free space and the newest checkpoint,
+        which atomic writes leave intact. Other errors pass through.
+        """
+        try:
+            yield
+        except OSError as error:
+            if error.errno not in _NO_ROOM:
+                raise
+            raise DiskFullError(self.no_room_message(error)) from None
+
+    def no_room_message(self, error: OSError, what: str = "a file could not be written") -> str:
+        """:return: The one line of :meth:`writing`: what failed, the free space, and how to go on"""
+        try:
+            free = f"{shutil.disk_usage(self.path).free / 2**20:,.1f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        newest = self.checkpoints()[-1:]
+        way_on = (
+            f"the newest checkpoint {newest[0][1]} is intact: free space and resume with --checkpoint {newest[0][1]}"
+            if newest
+            else "no checkpoint was written yet: free space and start again"
+        )
+        return f"{self.path}: {what} ({os.strerror(error.errno or 0)}; {free}); {way_on}"
 
     def write_result(self, result: Mapping[str, Any]) -> None:
         """Write ``result.json`` (the run is finished, or crashed, when it exists)."""

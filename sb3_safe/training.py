@@ -27,7 +27,14 @@ from stable_baselines3.common.vec_env import sync_envs_normalization
 import sb3_safe
 from sb3_safe.build import BuiltRun, SafetyCallbacks, build_run, safety_callbacks
 from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
-from sb3_safe.checkpoints import AtomicCheckpointCallback, load_model, monitor_state_path_for, save_with_stats, stats_path_for
+from sb3_safe.checkpoints import (
+    AtomicCheckpointCallback,
+    checkpoint_bytes_estimate,
+    load_model,
+    monitor_state_path_for,
+    save_with_stats,
+    stats_path_for,
+)
 from sb3_safe.config import TrainConfig, load_config
 from sb3_safe.envs import load_vec_normalize, make_env
 from sb3_safe.errors import CheckpointError, ConfigError, RunFolderError
@@ -37,6 +44,7 @@ from sb3_safe.runs import RunFolder, atomic_write
 __all__ = [
     "EvalResult",
     "ProgressLineCallback",
+    "RecoveryPoints",
     "ResourceLogCallback",
     "TrainResult",
     "TrainSettings",
@@ -146,16 +154,47 @@ class ResourceLogCallback(BaseCallback):
         self.logger.record("time/rss_mb", round(resident_memory_mb(), 1))
 
 
+class RecoveryPoints:
+    """
+    The moments a recovery may want to go back to, for checkpoint retention: the onset of every finding the
+    health monitor reports and the step of the best evaluation. Each call of :meth:`new_events` returns
+    those that came since the last call.
+
+    :param monitor: The run's health monitor, if any
+    """
+
+    def __init__(self, monitor: HealthMonitorCallback | None) -> None:
+        self.monitor = monitor
+        self.seen = 0 if monitor is None else monitor.reported
+        self.pending: dict[int, str] = {}
+
+    def best_evaluation(self, step: int) -> None:
+        self.pending[step] = "the checkpoint before the best evaluation"
+
+    def new_events(self) -> dict[int, str]:
+        events, self.pending = self.pending, {}
+        if self.monitor is not None:
+            fresh = min(self.monitor.reported - self.seen, len(self.monitor.findings))
+            self.seen = self.monitor.reported
+            for finding in list(self.monitor.findings)[len(self.monitor.findings) - fresh :]:
+                onset = finding.onset if finding.onset is not None else finding.timestep
+                events.setdefault(onset, f"the newest checkpoint before the onset of {finding.code} ({finding.severity})")
+        return events
+
+
 class _SaveBest(BaseCallback):
     """Called by EvalCallback on a new best: save the model with its VecNormalize statistics."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, points: RecoveryPoints | None = None) -> None:
         super().__init__()
         self.path = path
+        self.points = points
 
     def _on_step(self) -> bool:
         assert isinstance(self.model, OnPolicyAlgorithm)
         save_with_stats(self.model, self.path)
+        if self.points is not None:
+            self.points.best_evaluation(self.num_timesteps)
         return True
 
 
@@ -236,10 +275,24 @@ def train(
                 f"--checkpoint {str(settings.checkpoint)!r} is at {built.start_timesteps} steps, n_timesteps is {target}: "
                 f"nothing to train. Pass --timesteps larger than {built.start_timesteps}"
             )
+        _check_budget(config, built.model)
         folder = RunFolder.create(settings.runs_root, config.env_id, config.profile, settings.seed, settings.run_dir)
         return _train_into(folder, built, remaining, settings, callbacks)
     finally:
         built.close()
+
+
+def _check_budget(config: TrainConfig, model: OnPolicyAlgorithm) -> None:
+    """A checkpoint budget must hold two checkpoints (the newest and one to recover from): checked before any folder exists."""
+    budget = config.values.get("checkpoint_budget_mb")
+    if budget is None:
+        return
+    size = checkpoint_bytes_estimate(model)
+    if budget * 2**20 < 2 * size:
+        raise ConfigError(
+            f"`checkpoint_budget_mb` = {budget}: must hold at least two checkpoints of this model "
+            f"({size / 2**20:.2f} MiB each). Set checkpoint_budget_mb to {2 * size / 2**20:.1f} or more (null: no budget)"
+        )
 
 
 def _with_changes(settings: TrainSettings, changes: Mapping[str, Any]) -> TrainSettings:
@@ -283,7 +336,8 @@ def _train_into(
     if lineage is not None:
         run_info["recovered_from"] = dict(lineage)
     block = {**config.effective_values(), "n_timesteps": target}
-    folder.write_config({config.env_id: block}, run_info, settings.argv or ["sb3-safe", "train", "--env", config.env_id])
+    with folder.writing():
+        folder.write_config({config.env_id: block}, run_info, settings.argv or ["sb3-safe", "train", "--env", config.env_id])
     model.set_logger(
         Logger(
             str(folder.path),
@@ -293,6 +347,7 @@ def _train_into(
     safety = safety_callbacks(config, folder.path)
     if checkpoint is not None and safety.monitor is not None:
         _resume_monitor(safety.monitor, checkpoint)
+    recovery_points = RecoveryPoints(safety.monitor)
     n_envs = built.venv.num_envs
     eval_every = settings.eval_freq or max(target // 20, 1)
     save_every = settings.save_freq or max(target // 10, 1)
@@ -304,10 +359,13 @@ def _train_into(
             keep=config.values.get("keep_checkpoints"),
             state=None if safety.monitor is None else _monitor_state(safety),
             protect=None if safety.rollback is None else _healthy_step(safety.rollback, folder),
+            events=recovery_points.new_events,
+            budget_mb=config.values.get("checkpoint_budget_mb"),
+            log=folder.health_log,
         ),
         eval_callback_class(model, built.eval_env)(
             built.eval_env,
-            callback_on_new_best=_SaveBest(folder.best_model),
+            callback_on_new_best=_SaveBest(folder.best_model, recovery_points),
             n_eval_episodes=n_eval_episodes,
             eval_freq=max(eval_every // n_envs, 1),
             log_path=str(folder.evaluations_file.parent),
@@ -321,9 +379,15 @@ def _train_into(
     if not bar:
         all_callbacks.append(ProgressLineCallback(remaining))
     print(f"Run folder: {folder.path}", flush=True)
-    start = time.perf_counter()
-    model.learn(remaining, callback=all_callbacks, reset_num_timesteps=checkpoint is None, progress_bar=bar)
-    wall = time.perf_counter() - start
+    with folder.writing():
+        start = time.perf_counter()
+        model.learn(remaining, callback=all_callbacks, reset_num_timesteps=checkpoint is None, progress_bar=bar)
+        return _finish(folder, built, safety, time.perf_counter() - start, n_eval_episodes)
+
+
+def _finish(folder: RunFolder, built: BuiltRun, safety: SafetyCallbacks, wall: float, n_eval_episodes: int) -> TrainResult:
+    """The end of a run: the final model with the monitor's state, the final evaluation, ``result.json``."""
+    model = built.model
     if safety.monitor is not None:
         state = _monitor_state(safety)()
         atomic_write(monitor_state_path_for(folder.final_model), lambda tmp: tmp.write_text(json.dumps(state)))
@@ -393,7 +457,13 @@ def _resume_monitor(monitor: HealthMonitorCallback, checkpoint: Path) -> None:
 
 
 def evaluate(
-    target: Path, *, episodes: int = 10, seed: int = 0, deterministic: bool = True, device: str = "cpu"
+    target: Path,
+    *,
+    episodes: int = 10,
+    seed: int = 0,
+    deterministic: bool = True,
+    device: str = "cpu",
+    run: Path | None = None,
 ) -> EvalResult:
     """
     Evaluate a run folder or a model file from one, with its saved VecNormalize statistics
@@ -404,6 +474,8 @@ def evaluate(
     :param seed: Seed of the evaluation environment
     :param deterministic: Greedy actions
     :param device: Torch device
+    :param run: The run folder whose ``config.yml`` says the environment and algorithm (default: the one the
+        model is in; another for a plain SB3 checkpoint evaluated in the environment of the run recovered from it)
     :return: Mean and std of the episode returns
     """
     if not target.exists():
@@ -414,7 +486,7 @@ def evaluate(
         raise RunFolderError(
             f"no model.zip in {str(target)!r}{' (found ' + ', '.join(found) + ')' if found else ''}; pass a model file"
         )
-    folder = RunFolder.containing(model_path)
+    folder = RunFolder.containing(model_path) if run is None else RunFolder(run)
     if folder is None:
         raise RunFolderError(f"no config.yml beside {str(model_path)!r}: evaluate a model inside an sb3-safe run folder")
     env_id, _, _ = folder.read_config()

@@ -319,6 +319,37 @@ def test_kl_spike():
     assert codes([*healthy(5), healthy_row(5, approx_kl=0.2, clip_fraction=0.6)]) == ["kl_spike"]  # > 0.1 absolute
 
 
+def blowup_stream(scale: float = 1.0, **late: float) -> list[dict[str, float]]:
+    """30 calm updates at approx KL 0.01 * scale, then spikes of 10-100x in 4 of 6 updates, with ``late`` on each."""
+    calm = [healthy_row(i, approx_kl=0.01 * scale * (1.2 if i % 2 else 0.8), std=0.3) for i in range(30)]
+    spikes = [0.5, 0.02, 1.0, 0.3, 0.015, 2.0]
+    return calm + [healthy_row(30 + j, approx_kl=kl * scale, **{"std": 0.3, **late}) for j, kl in enumerate(spikes)]
+
+
+def test_policy_blowup():
+    # confirmed by the clip fraction
+    found = [f for f in scan(blowup_stream(clip_fraction=0.5)) if f.code == "policy_blowup"]
+    assert len(found) == 1 and found[0].severity == "critical"
+    # the third spike (update 34) makes it sustained; the onset is the calm update before the first (update 30)
+    assert found[0].timestep == 2048 * 34 and found[0].onset == 2048 * 30, found
+    assert "sb3-safe recover" in found[0].advice
+    # free of scale: a run whose KL level is 100x higher blows up at the same update
+    scaled = [f for f in scan(blowup_stream(scale=100.0, clip_fraction=0.5)) if f.code == "policy_blowup"]
+    assert [(f.timestep, f.onset) for f in scaled] == [(found[0].timestep, found[0].onset)]
+    # confirmed by a std that grows back (0.3 -> 0.6), or by a return that falls
+    assert "policy_blowup" in {f.code for f in scan(blowup_stream(std=0.6))}
+    assert "policy_blowup" in {f.code for f in scan(blowup_stream(ep_rew_mean=-1500.0))}
+    # spikes alone (low clip fraction, std and return as before) are not a blow-up; nor are fewer spikes
+    assert "policy_blowup" not in {f.code for f in scan(blowup_stream())}
+    two = blowup_stream(clip_fraction=0.5)
+    for row in two[32:]:
+        row["approx_kl"] = 0.01
+    assert "policy_blowup" not in {f.code for f in scan(two)}
+    # a KL stop that holds every update near target_kl never reaches 10x its own level
+    capped = [healthy_row(i, approx_kl=0.015 + 0.01 * (i % 3 == 0), clip_fraction=0.5) for i in range(200)]
+    assert "policy_blowup" not in {f.code for f in scan(capped)}
+
+
 def test_every_code_is_tested_here():
     tested = {
         "non_finite",
@@ -329,6 +360,7 @@ def test_every_code_is_tested_here():
         "entropy_collapse",
         "kl_spike",
         "no_progress",
+        "policy_blowup",
     }
     assert set(CODES) == tested
 

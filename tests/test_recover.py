@@ -351,8 +351,9 @@ def test_a_run_stopped_while_its_value_loss_rises_goes_back_to_the_rise(tmp_path
 
 def test_recover_on_a_healthy_run_does_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     run = write_run(tmp_path / "good", [-1200.0 + 30 * i for i in range(40)], [0.004] * 40)
-    assert main(["recover", str(run)]) == 0
-    assert "no trouble found; nothing to recover" in capsys.readouterr().out
+    assert main(["recover", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "no finding, no crash: nothing to recover from. Pass --from STEP" in err and len(err.splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
 
 

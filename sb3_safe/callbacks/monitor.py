@@ -64,6 +64,8 @@ class HealthMonitorCallback(BaseCallback):
         #: Findings that opened an episode of trouble, in time order (the latest 1,000: a warning that
         #: comes back every few updates must not grow a list over a run of 10^6 updates)
         self.findings: deque[Finding] = deque(maxlen=1000)
+        #: How many findings opened an episode of trouble in this run (``findings`` keeps the latest)
+        self.reported = 0
         #: Codes of every critical finding of the run
         self.critical_codes: set[str] = set()
         #: Every finding at the latest update
@@ -177,6 +179,7 @@ class HealthMonitorCallback(BaseCallback):
         self.logger.record("health/monitor_ms", round(1000 * (time.perf_counter() - started), 3))
         for finding in self._tracker.new(self.latest):
             self.findings.append(finding)
+            self.reported += 1
             if finding.severity == "critical":
                 self.critical_codes.add(finding.code)
             append_jsonl(self.log_path, {"event": "finding", **finding.as_dict()})

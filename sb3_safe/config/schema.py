@@ -103,7 +103,14 @@ SCHEMA: dict[str, Spec] = {
     "health": _run("health", "HealthMonitorCallback: a mapping of thresholds (null or false: off)", nullable=True),
     "rollback": _run("rollback", "RollbackCallback: a mapping of its options (null or false: off)", nullable=True),
     "keep_checkpoints": _run(
-        "int", "keep this many newest checkpoints and spaced-out older ones (null: keep all)", low=1, nullable=True
+        "int", "keep this many newest checkpoints and spaced-out older ones (null: no count bound)", low=1, nullable=True
+    ),
+    "checkpoint_budget_mb": _run(
+        "float",
+        "the most the checkpoints may take on disk, in MiB; older ones are thinned past it (null: no budget)",
+        low=0,
+        low_open=True,
+        nullable=True,
     ),
     "guard": _run("bool", "NonFiniteGuardCallback: zero NaN/inf observations and rewards (always on with rollback)"),
     # -- multi-agent (pettingzoo:<module> environments)

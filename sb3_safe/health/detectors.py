@@ -7,11 +7,19 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from sb3_safe.health.findings import SEVERITY_RANK, Finding, Row, Severity, finite, metric, row_step
 from sb3_safe.health.history import HealthHistory, History, as_history, enough_episodes
-from sb3_safe.health.returns import best_step, gain_lost, gained, held_best, recent_returns, return_noise
+from sb3_safe.health.returns import (
+    best_step,
+    gain_lost,
+    gained,
+    held_best,
+    measured_returns,
+    recent_returns,
+    return_noise,
+)
 from sb3_safe.health.thresholds import Thresholds
 
 __all__ = ["DETECTORS", "Detector", "detect"]
@@ -286,6 +294,68 @@ def _kl_spike(history: HealthHistory, t: Thresholds, target_kl: float | None) ->
     )
 
 
+def _policy_blowup(history: HealthHistory, t: Thresholds, target_kl: float | None) -> Finding | None:
+    """
+    The policy blown up: approx KL ``blowup_factor`` times the run's own level in ``blowup_updates`` of the latest
+    ``blowup_window`` updates, confirmed by a high clip fraction, a std that grows back or a falling return.
+    Seen on a 100M-step MAPPO run (VMAS transport, baseline profile): approx KL from ~0.02 to 0.1-1,100 per
+    update, the std from 0.13 back to 0.33, the return from 0.1 to -0.15, for the rest of the run.
+    """
+    marks = list(history.kl_marks)
+    window = marks[-t.blowup_window :]
+    high = [step for step, is_high in window if is_high]
+    level = history.kl_level()
+    if len(high) < t.blowup_updates or level is None:
+        return None
+    # the onset: the update before the window's first marked one (the deque holds one more than the window)
+    first = len(marks) - len(window) + next(i for i, (_, is_high) in enumerate(window) if is_high)
+    onset = marks[first - 1][0] if first > 0 else high[0]
+    rows = list(history.rows)
+    before = [row for row in rows if (row_step(row) or 0) <= onset]
+    spiked = [row for row in rows if (row_step(row) or 0) in set(high)]
+    values = {"approx_kl": float(history.last.get("approx_kl") or math.nan), "kl_level": level, "spikes": len(high)}
+    signs = []
+    clips = _series(spiked, "clip_fraction")
+    if clips and statistics.fmean(clips) > t.kl_spike_clip_fraction:
+        values["clip_fraction"] = statistics.fmean(clips)
+        signs.append(f"{100 * values['clip_fraction']:.0f}% of samples clipped")
+    stds, std = _series(before, "std"), history.last.get("std")
+    if stds and finite(std) and std is not None and std >= t.blowup_std_regrowth * min(stds):
+        values.update(std=std, std_before=min(stds))
+        signs.append(f"the policy's std grew back from {min(stds):.3g} to {std:.3g}")
+    fall = _return_fall(history, t, before)
+    if fall is not None:
+        values.update(fall)
+        signs.append(f"the training return fell from {fall['ep_rew_mean_before']:.4g} to {fall['ep_rew_mean']:.4g}")
+    if not signs:
+        return None
+    return _finding(
+        history,
+        "policy_blowup",
+        "critical",
+        values,
+        f"The policy is blowing up: approx KL reached {max(_series(spiked, 'approx_kl') or [math.nan]):.3g} against the "
+        f"run's level of {level:.3g} in {len(high)} of the latest {len(window)} updates, and {', '.join(signs)}.",
+        "Run `sb3-safe recover RUN`: it continues from the newest checkpoint before the onset under the safe profile "
+        "(lower learning_rate, target_kl: 0.015 with kl_stop: epoch, max_grad_norm: 0.5); with rollback on, the run "
+        "goes back to its last healthy state itself.",
+        onset=onset,
+    )
+
+
+def _return_fall(history: HealthHistory, t: Thresholds, before: Sequence[Row]) -> dict[str, float] | None:
+    """The training return now against its median before the onset, when it fell by more than the run's noise."""
+    earlier = measured_returns(before, t)
+    now = history.last.get("ep_rew_mean")
+    if len(earlier) < 3 or not finite(now) or now is None or not enough_episodes(history.last, t):
+        return None
+    reference = statistics.median(earlier)
+    noise = return_noise(history, t)
+    if reference - now <= t.no_progress_noise_multiple * noise or reference <= now:
+        return None
+    return {"ep_rew_mean": now, "ep_rew_mean_before": reference}
+
+
 Detector = Callable[[HealthHistory, Thresholds, "float | None"], "Finding | None"]
 
 #: Every detector by its finding code, in the order they are reported for one update.
@@ -293,6 +363,7 @@ DETECTORS: dict[str, Detector] = {
     "non_finite": _non_finite,
     "value_divergence": _value_divergence,
     "reward_collapse": _reward_collapse,
+    "policy_blowup": _policy_blowup,
     "value_collapse": _value_collapse,
     "frozen_policy": _frozen_policy,
     "entropy_collapse": _entropy_collapse,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -37,7 +38,8 @@ class HealthHistory:
     one with each snapshot) and :meth:`state_dict` / :meth:`load_state_dict` carry it across a resume.
 
     Every dataclass field is state (saved, loaded, copied); ``thresholds``, ``window`` and
-    ``cache`` are not.
+    ``cache`` are not. A field holds a number, or a deque or dict of values never changed in place
+    (numbers, tuples, rows once pushed): :meth:`copy` copies the containers, not what they hold.
 
     :param thresholds: The detector thresholds; their windows size the bounded parts
     """
@@ -76,6 +78,10 @@ class HealthHistory:
     spread_logged: bool = True
     #: The largest return spread (``returns_std``) seen
     peak_returns_std: float = 0.0
+    #: log approx KL of the latest calm updates (those not at ``blowup_factor`` times the level): the KL level
+    kl_calm: deque[float] = field(default_factory=deque)
+    #: The latest updates' steps, and whether their approx KL was at ``blowup_factor`` times the level
+    kl_marks: deque[tuple[int, bool]] = field(default_factory=deque)
 
     def __init__(self, thresholds: Thresholds | None = None) -> None:
         t = thresholds or Thresholds()
@@ -91,6 +97,8 @@ class HealthHistory:
         self.rows = deque(maxlen=self.window)
         self.losses = deque(maxlen=reference)
         self.loss_ratios = deque(maxlen=reference)
+        self.kl_calm = deque(maxlen=t.blowup_reference_updates)
+        self.kl_marks = deque(maxlen=t.blowup_window + 1)  # one more: the calm update before the first mark
 
     def __len__(self) -> int:
         return self.count
@@ -121,6 +129,7 @@ class HealthHistory:
             self.n_returns += 1
             self.start_return = ret if self.start_return is None else self.start_return
             self.best_return = ret if self.best_return is None else max(self.best_return, ret)
+        self._mark_kl(clean.get("approx_kl"))
         loss, spread = clean.get("value_loss"), clean.get("returns_std")
         if loss is not None and not (spread is not None and spread > 0):
             self.spread_logged = False
@@ -134,6 +143,22 @@ class HealthHistory:
             if spread is not None and spread > 0:
                 values["scaled"] = loss / spread**2
             self._judge_and_follow(values, clean.get("explained_variance"))
+
+    def kl_level(self) -> float | None:
+        """:return: The run's own approx KL level (median of its latest calm updates), ``None`` during the warm-up"""
+        if len(self.kl_calm) < self.thresholds.blowup_warmup:
+            return None
+        return math.exp(statistics.median(self.kl_calm))
+
+    def _mark_kl(self, kl: float | None) -> None:
+        """Mark an update whose approx KL stands ``blowup_factor`` times above the level; calm ones feed the level."""
+        if kl is None or not math.isfinite(kl) or kl <= 0:
+            return
+        level = self.kl_level()
+        high = level is not None and kl >= self.thresholds.blowup_factor * level
+        self.kl_marks.append((self.step, high))
+        if not high:
+            self.kl_calm.append(math.log(kl))
 
     def _reference(self, kind: str) -> float | None:
         if kind not in self.loss_level or self.loss_count[kind] < self.thresholds.divergence_window:
@@ -187,9 +212,19 @@ class HealthHistory:
         return list(self.rows)[-n:] if self.count >= n else None
 
     def copy(self) -> HealthHistory:
-        """:return: An independent copy (nothing is shared)"""
+        """
+        :return: An independent copy. The rows and loss ratios are shared with this history: they are never
+            changed once pushed, so copying the containers that hold them is enough (a rollback keeps a
+            copy with every snapshot: this costs microseconds, a deep copy of the window did not)
+        """
         other = HealthHistory(self.thresholds)
-        other.load_state_dict(self.state_dict())
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, deque):
+                value = deque(value, maxlen=value.maxlen)
+            elif isinstance(value, dict):
+                value = dict(value)
+            setattr(other, f.name, value)
         return other
 
     def state_dict(self) -> dict[str, Any]:
@@ -206,7 +241,9 @@ class HealthHistory:
             if f.name not in state:
                 continue
             value, current = copy.deepcopy(state[f.name]), getattr(self, f.name)
-            setattr(self, f.name, deque(value, maxlen=current.maxlen) if isinstance(current, deque) else value)
+            if isinstance(current, deque):  # JSON gave back lists where tuples were saved
+                value = deque((tuple(v) if isinstance(v, list) else v for v in value), maxlen=current.maxlen)
+            setattr(self, f.name, value)
 
 
 def _plain(value: Any) -> Any:

@@ -111,6 +111,22 @@ class Thresholds:
     #: ... with clip fraction above this.
     kl_spike_clip_fraction: FractionOrZero = 0.3
 
+    #: policy_blowup: an update's approx KL at least this many times the run's own level (the median approx KL
+    #: of its latest calm updates: no absolute KL is assumed, a run stopped at target_kl 0.01 and one that moves
+    #: 0.05 per update are judged alike) ...
+    blowup_factor: Multiple = 10.0
+    #: ... in at least this many of the latest ``blowup_window`` updates ...
+    blowup_updates: Count = 3
+    blowup_window: Count = 10
+    #: ... once the level rests on this many calm updates (it is the median of the latest
+    #: ``blowup_reference_updates`` of them) ...
+    blowup_warmup: Count = 10
+    blowup_reference_updates: Count = 50
+    #: ... confirmed by one of: the clip fraction of those updates above ``kl_spike_clip_fraction`` (on average),
+    #: the policy's std grown back to this many times its lowest before the onset, or the training return
+    #: fallen below its median before the onset by ``no_progress_noise_multiple`` times the run's noise.
+    blowup_std_regrowth: Multiple = 1.5
+
     def __post_init__(self) -> None:
         check_fields(self)
 
