@@ -166,21 +166,23 @@ def test_value_loss_jump_from_rollouts_without_episode_ends_is_not_divergence():
 
 
 def test_reward_collapse():
-    # up to -250; the best level held for two updates in a row is -300 (-300, -250): a gain of 900
+    # up to -250; the best level held for three updates in a row is -350 (-350, -300, -250): a gain of 850
     rising = [healthy_row(i, ep_rew_mean=-1200.0 + 50.0 * i) for i in range(20)]
-    collapsed = [*rising, healthy_row(20, ep_rew_mean=-1000.0), healthy_row(21, ep_rew_mean=-1050.0)]  # lost 750 of 900
+    lows = [healthy_row(20, ep_rew_mean=-1000.0), healthy_row(21, ep_rew_mean=-1050.0), healthy_row(22, ep_rew_mean=-1040.0)]
+    collapsed = [*rising, *lows]  # lost 690 of 850
     (finding,) = detect(collapsed)
     assert finding.code == "reward_collapse" and finding.severity == "critical"
-    assert finding.values["fraction_lost"] == pytest.approx(750 / 900)
-    assert finding.values["best_ep_rew_mean"] == -300.0
-    assert codes(collapsed[:-1]) == []  # one update down is a dip, not yet a collapse
-    assert codes([*rising, healthy_row(20, ep_rew_mean=-500.0), healthy_row(21, ep_rew_mean=-600.0)]) == []  # lost 37%
+    assert finding.values["fraction_lost"] == pytest.approx(690 / 850)
+    assert finding.values["best_ep_rew_mean"] == -350.0
+    assert codes(collapsed[:-1]) == []  # two updates down are a dip (a noisy multi-agent return has them), not yet a collapse
+    down = [healthy_row(20 + i, ep_rew_mean=-500.0 - 50 * i) for i in range(3)]
+    assert codes([*rising, *down]) == []  # lost at most 47%
     # the same fall in a mean over 5 episodes (early training, or just after a rollback): noise, not a collapse
-    few = [*rising, healthy_row(20, ep_rew_mean=-1000.0, episodes=5.0), healthy_row(21, ep_rew_mean=-1050.0, episodes=5.0)]
+    few = [*rising, *(healthy_row(20 + i, ep_rew_mean=-1000.0 - 10 * i, episodes=5.0) for i in range(3))]
     assert codes(few) == []
-    # a collapse takes two means over 20+ episodes; the 5-episode mean does not count as one of them
-    assert codes([*few[:-1], healthy_row(21, ep_rew_mean=-1050.0, episodes=20.0)]) == []
-    enough = [*few, healthy_row(22, ep_rew_mean=-1050.0, episodes=20.0), healthy_row(23, ep_rew_mean=-1060.0, episodes=25.0)]
+    # a collapse takes three means over 20+ episodes; the 5-episode means do not count as one of them
+    assert codes([*few[:-1], healthy_row(22, ep_rew_mean=-1050.0, episodes=20.0)]) == []
+    enough = [*few, *(healthy_row(23 + i, ep_rew_mean=-1050.0 - i, episodes=20.0 + i) for i in range(3))]
     assert codes(enough) == ["reward_collapse"]
     # nor is a mean over one episode a level to collapse from (Hopper-v5 after a rollback emptied the
     # episode buffer: one standing episode at 978, then 256 over 30 episodes)
@@ -200,9 +202,9 @@ def test_a_one_update_spike_is_no_level_to_collapse_from():
     spike = [*trend[:10], healthy_row(10, ep_rew_mean=52.9, episodes=100.0), *trend[11:]]
     assert codes(spike) == []
     assert gain_lost(spike, -29.0) is None  # no held gain above the run's noise
-    # a level held for two updates is one: losing it is a collapse
-    held = [*trend[:10], healthy_row(10, ep_rew_mean=52.9, episodes=100.0), healthy_row(11, ep_rew_mean=53.0, episodes=100.0)]
-    fallen = [*held, healthy_row(12, ep_rew_mean=-29.0, episodes=100.0), healthy_row(13, ep_rew_mean=-29.5, episodes=100.0)]
+    # a level held for three updates is one: losing it is a collapse
+    held = [*trend[:10], *(healthy_row(10 + i, ep_rew_mean=52.9 + 0.1 * i, episodes=100.0) for i in range(3))]
+    fallen = [*held, *(healthy_row(13 + i, ep_rew_mean=-29.0 - 0.5 * i, episodes=100.0) for i in range(3))]
     assert codes(fallen) == ["reward_collapse"]
 
 
@@ -213,11 +215,12 @@ def test_a_repeated_mean_is_one_measurement():
     zero change does not make the run look noiseless.
     """
     held = [healthy_row(i, ep_rew_mean=-29.0 + 0.2 * i, episodes=100.0) for i in range(10)]
-    held += [healthy_row(10, ep_rew_mean=52.9, episodes=100.0), healthy_row(11, ep_rew_mean=53.0, episodes=100.0)]
-    once = [*held, *(healthy_row(i, ep_rew_mean=-29.0, episodes=100.0) for i in (12, 13))]
-    assert codes(once) == []  # one low measurement, reported twice
-    twice = [*once, healthy_row(14, ep_rew_mean=-29.2, episodes=100.0)]
-    assert codes(twice) == ["reward_collapse"]
+    held += [healthy_row(10 + i, ep_rew_mean=52.9 + 0.1 * i, episodes=100.0) for i in range(3)]
+    once = [*held, *(healthy_row(i, ep_rew_mean=-29.0, episodes=100.0) for i in (13, 14))]
+    twice = [*once, *(healthy_row(i, ep_rew_mean=-29.2, episodes=100.0) for i in (15, 16))]
+    assert codes(twice) == []  # two low measurements, each reported twice
+    thrice = [*twice, healthy_row(17, ep_rew_mean=-29.4, episodes=100.0)]
+    assert codes(thrice) == ["reward_collapse"]
 
 
 def test_trimmed_mean_by_hand():
@@ -251,7 +254,7 @@ def test_a_gain_within_the_returns_standard_error_is_no_gain():
         healthy_row(i, ep_rew_mean=0.001 * i if i < 5 else 0.035 + 0.0001 * i, episodes=2000.0, ep_rew_sem=0.011)
         for i in range(10)
     ]
-    rows += [healthy_row(i, ep_rew_mean=0.006 + 0.0001 * i, episodes=2000.0, ep_rew_sem=0.011) for i in (10, 11)]
+    rows += [healthy_row(i, ep_rew_mean=0.006 + 0.0001 * i, episodes=2000.0, ep_rew_sem=0.011) for i in (10, 11, 12)]
     assert codes(rows) == []
     # the same drift measured 100 times more precisely is a real gain, and losing it a collapse
     precise = [{**row, "ep_rew_sem": 0.00011} for row in rows]
@@ -259,10 +262,10 @@ def test_a_gain_within_the_returns_standard_error_is_no_gain():
 
 
 def test_gain_lost():
-    # -1200 up to -250; the best level held for two updates is -300: a gain of 900
+    # -1200 up to -250; the best level held for three updates is -350: a gain of 850
     rising = [healthy_row(i, ep_rew_mean=-1200.0 + 50.0 * i) for i in range(20)]
-    assert gain_lost(rising, -300.0) == 0.0
-    assert gain_lost(rising, -750.0) == pytest.approx(0.5)
+    assert gain_lost(rising, -350.0) == 0.0
+    assert gain_lost(rising, -775.0) == pytest.approx(0.5)
     assert gain_lost(rising, -1200.0) == pytest.approx(1.0)
     flat = [healthy_row(i, ep_rew_mean=-1200.0 + i) for i in range(20)]  # gained 19 of 1200: nothing to lose yet
     assert gain_lost(flat, -1500.0) is None
