@@ -114,9 +114,17 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--checkpoint", type=Path, help="resume from this model .zip (its VecNormalize statistics beside it)")
     p.add_argument("--runs-root", type=Path, default=Path("runs"), help="parent of run folders (default: %(default)s)")
     p.add_argument("--run-dir", type=Path, help="exact run folder (must not exist)")
-    p.add_argument("--eval-freq", type=_positive_int, help="evaluate every N environment steps (default: 20 per run)")
+    p.add_argument(
+        "--eval-freq",
+        type=_positive_int,
+        help="evaluate every N environment steps (default: 20 per run, at most one per rollout)",
+    )
     p.add_argument("--eval-episodes", type=_positive_int, default=5, help="episodes per evaluation (default: %(default)s)")
-    p.add_argument("--save-freq", type=_positive_int, help="checkpoint every N environment steps (default: 10 per run)")
+    p.add_argument(
+        "--save-freq",
+        type=_positive_int,
+        help="checkpoint every N environment steps (default: 10 per run, at most one per rollout)",
+    )
     p.add_argument(
         "--keep-checkpoints",
         type=_positive_int,

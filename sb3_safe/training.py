@@ -94,20 +94,31 @@ class ProgressLineCallback(BaseCallback):
     """
     One plain line about every tenth of the run: steps, speed, mean episode return, time left.
 
-    For logs (CI, ``nohup``, a file) where a progress bar would be garbage. The percentage
-    never passes 100: the last rollout may overshoot the budget, and the line then shows the
-    real step count against the target.
+    For logs (CI, ``nohup``, a file) where a progress bar would be garbage. PPO trains whole
+    rollouts, so a budget that is not a multiple of one rollout (``n_steps * n_envs``) rounds up:
+    that is said once at the start, and the lines count against the rounded number, never past 100%.
 
-    :param total: Steps this ``learn`` call trains for
+    :param total: Steps this ``learn`` call was asked to train for
     :param lines: About how many lines to print
     """
 
     def __init__(self, total: int, lines: int = 10) -> None:
         super().__init__()
+        self.requested = total
         self.total = total
+        self.lines = lines
         self.every = max(total // lines, 1)
 
     def _on_training_start(self) -> None:
+        rollout = int(getattr(self.model, "n_steps", 1)) * self.model.n_envs
+        self.total = -(-self.requested // rollout) * rollout
+        self.every = max(self.total // self.lines, 1)
+        if self.total != self.requested:
+            print(
+                f"Training {self.total:,} steps: the budget of {self.requested:,} rounds up to whole rollouts of "
+                f"{rollout:,} steps ({self.model.n_envs} envs x {rollout // self.model.n_envs} steps)",
+                flush=True,
+            )
         self.start_steps = self.num_timesteps
         self.start_time = time.perf_counter()
         self.next_mark = self.start_steps + self.every
@@ -349,8 +360,11 @@ def _train_into(
         _resume_monitor(safety.monitor, checkpoint)
     recovery_points = RecoveryPoints(safety.monitor)
     n_envs = built.venv.num_envs
-    eval_every = settings.eval_freq or max(target // 20, 1)
-    save_every = settings.save_freq or max(target // 10, 1)
+    # By default 20 evaluations and 10 checkpoints a run, at most one of each per rollout (a budget of one
+    # rollout is not evaluated 20 times over)
+    rollout = int(getattr(model, "n_steps", 1)) * n_envs
+    eval_every = settings.eval_freq or max(target // 20, rollout)
+    save_every = settings.save_freq or max(target // 10, rollout)
     all_callbacks: list[BaseCallback] = [
         *safety.as_list(),  # first: they repair NaN observations and statistics before evaluation and checkpoints
         AtomicCheckpointCallback(

@@ -247,3 +247,21 @@ def test_cli_train_then_eval(capsys: pytest.CaptureFixture[str], tmp_path: Path)
     assert (run_dir / "command.txt").read_text().strip().endswith("--eval-freq 100000")
     code, out, _ = run_cli(capsys, "eval", str(run_dir), "--episodes", "2")
     assert code == 0 and "mean return" in out
+
+
+def test_a_budget_under_one_rollout_says_it_rounds_up_and_never_passes_100_percent(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+):
+    """Acrobot-v1's profile block trains rollouts of 16 x 256 = 4,096 steps; 1,000 asked for is one rollout."""
+    config = load_config("safe", "Acrobot-v1", {"n_timesteps": 1000})
+    result = train(config, runs_root=tmp_path, progress_bar=False)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[") or "rounds up" in line]
+    assert (
+        lines[0]
+        == "Training 4,096 steps: the budget of 1,000 rounds up to whole rollouts of 4,096 steps (16 envs x 256 steps)"
+    )
+    assert lines[-1].startswith("[100%] 4,096 of 4,096 steps")
+    assert all(" of 4,096 steps" in line for line in lines[1:]) and len(lines) == 11
+    # the default schedule evaluates at most once per rollout
+    steps = np.load(result.run_dir / "eval" / "evaluations.npz")["timesteps"]
+    assert steps.tolist() == [4096]
