@@ -18,8 +18,8 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnv
 
 from sb3_safe.errors import CheckpointError, DiskFullError
+from sb3_safe.files import append_jsonl, atomic_write, checkpoint_path, list_checkpoints, no_room_message
 from sb3_safe.retention import checkpoints_to_keep, plan_retention, protected_steps
-from sb3_safe.runs import RunFolder, append_jsonl, atomic_write, checkpoint_path, list_checkpoints
 
 __all__ = [
     "AtomicCheckpointCallback",
@@ -137,10 +137,11 @@ class AtomicCheckpointCallback(BaseCallback):
         """Remove what the failed save wrote of its checkpoint; the error names the folder, the room needed and the way on."""
         for file in (path, stats_path_for(path), monitor_state_path_for(path)):
             file.unlink(missing_ok=True)
-        need = max((_checkpoint_bytes(p) for _, p in list_checkpoints(self.save_path)), default=0)
-        folder = RunFolder(self.save_path.parent)
+        previous = list_checkpoints(self.save_path)
+        need = max((_checkpoint_bytes(p) for _, p in previous), default=0)
         what = f"checkpoint at step {self.num_timesteps:,} not written, a checkpoint takes {need / 2**20:,.1f} MiB"
-        return DiskFullError(folder.no_room_message(error, what))
+        newest = previous[-1][1] if previous else None
+        return DiskFullError(no_room_message(self.save_path.parent, error, what, newest))
 
     def _prune(self) -> None:
         found = list_checkpoints(self.save_path)

@@ -22,17 +22,14 @@ line. Training, ``eval``, ``diagnose``, ``bench`` and resume all go through :cla
 from __future__ import annotations
 
 import contextlib
-import errno
 import itertools
 import json
 import os
 import re
 import shlex
-import shutil
-import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +38,15 @@ import numpy as np
 import yaml
 
 from sb3_safe.errors import DiskFullError, RunFolderError
+from sb3_safe.files import (
+    NO_ROOM,
+    append_jsonl,
+    atomic_write,
+    checkpoint_path,
+    list_checkpoints,
+    no_room_message,
+    read_jsonl,
+)
 
 __all__ = [
     "RunFolder",
@@ -52,9 +58,6 @@ __all__ = [
     "resume_chain",
     "set_aside_interrupted",
 ]
-
-#: Errors of a write that cannot find room: a full disk, a full quota, a file too large, a read-only filesystem
-_NO_ROOM = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 
 _CONFIG_HEADER = "# Resolved by sb3-safe; train again with: sb3-safe train --profile <this file> --env <the id below>\n"
 
@@ -219,23 +222,14 @@ class RunFolder:
         try:
             yield
         except OSError as error:
-            if error.errno not in _NO_ROOM:
+            if error.errno not in NO_ROOM:
                 raise
             raise DiskFullError(self.no_room_message(error)) from None
 
     def no_room_message(self, error: OSError, what: str = "a file could not be written") -> str:
         """:return: The one line of :meth:`writing`: what failed, the free space, and how to go on"""
-        try:
-            free = f"{shutil.disk_usage(self.path).free / 2**20:,.1f} MiB free"
-        except OSError:
-            free = "free space unknown"
         newest = self.checkpoints()[-1:]
-        way_on = (
-            f"the newest checkpoint {newest[0][1]} is intact: free space and resume with --checkpoint {newest[0][1]}"
-            if newest
-            else "no checkpoint was written yet: free space and start again"
-        )
-        return f"{self.path}: {what} ({os.strerror(error.errno or 0)}; {free}); {way_on}"
+        return no_room_message(self.path, error, what, newest[0][1] if newest else None)
 
     def write_result(self, result: Mapping[str, Any]) -> None:
         """Write ``result.json`` (the run is finished, or crashed, when it exists)."""
@@ -306,31 +300,6 @@ class RunFolder:
         return list_checkpoints(self.checkpoints_dir)
 
 
-_CHECKPOINT = re.compile(r"model_(\d+)_steps\.zip")
-
-
-def checkpoint_path(folder: Path, timesteps: int) -> Path:
-    """:return: The checkpoint at ``timesteps`` steps in ``folder`` (``model_<steps>_steps.zip``)"""
-    return folder / f"model_{timesteps}_steps.zip"
-
-
-def list_checkpoints(
-    folder: Path, glob: str = "model_*_steps.zip", name: re.Pattern[str] = _CHECKPOINT
-) -> list[tuple[int, Path]]:
-    """
-    :param folder: Where to look
-    :param glob: Which files to consider (``**/...`` searches below ``folder`` too)
-    :param name: A file name's full pattern, its first group the step count
-    :return: The checkpoints ``(steps, model path)``, oldest first; temporary files are not checkpoints
-    """
-    found = []
-    for path in folder.glob(glob):
-        match = name.fullmatch(path.name)
-        if match is not None:
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
 def _free_names(base: Path) -> Iterator[Path]:
     """The one naming rule for a folder whose name is taken: ``base``, then ``base-2``, ``base-3``, ..."""
     yield base
@@ -341,60 +310,6 @@ def _free_names(base: Path) -> Iterator[Path]:
 def free_path(base: Path) -> Path:
     """:return: ``base``, or the first of ``base-2``, ``base-3``, ... that does not exist (results are never overwritten)"""
     return next(candidate for candidate in _free_names(base) if not candidate.exists())
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """
-    Write a file so that it either exists complete or not at all, also after a power loss: write
-    a temporary file in the same folder, ``fsync`` it, rename it over ``path`` (atomic on POSIX),
-    and ``fsync`` the folder so the rename itself is on disk.
-
-    :param path: The final path
-    :param write: Writes the content to the path it is given
-    """
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def append_jsonl(path: Path | None, record: Mapping[str, Any]) -> None:
-    """Append one JSON object as a line (nothing when ``path`` is ``None``)."""
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
-            f.write(json.dumps(dict(record)) + "\n")
-
-
-def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
-    """:return: The JSON objects of a JSON-lines file; a damaged line (a run killed mid-write) is skipped"""
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            yield record
 
 
 def set_aside_interrupted(run_dir: Path) -> Path | None:

@@ -204,7 +204,39 @@ class SafeUpdateMixin:
         return [*super()._excluded_save_params(), "last_update", "critic_lr_schedule"]  # type: ignore[misc]
 
     def train(self) -> None:
-        """Update policy and critic on the current rollout buffer (SB3's loop, guarded)."""
+        """
+        Update policy and critic on the current rollout buffer: SB3's PPO update, guarded, read top to bottom.
+
+        For each epoch and minibatch: the losses (:meth:`_minibatch_loss`), the minibatch KL stop before the
+        step (SB3's ``target_kl``), the guarded step (:meth:`_step`); after each epoch, the epoch KL stop.
+        """
+        clip_range, clip_range_vf, roles = self._start_update()
+        normalizer = self.value_normalizer
+        log = UpdateLog()
+        loss: th.Tensor | None = None
+        with normalizer.raw_output() if normalizer is not None else nullcontext():
+            for epoch in range(self.n_epochs):
+                log.approx_kl = []  # SB3 logs the last epoch's
+                log.epochs_run += 1
+                stopped = False
+                for rollout_data in self.rollout_buffer.get(self.batch_size):
+                    loss, kl = self._minibatch_loss(rollout_data, clip_range, clip_range_vf, log)
+                    stopped = self._minibatch_kl_stop(kl, epoch)
+                    if stopped:
+                        break
+                    self._step(loss, roles, log)
+                self._n_updates += 1
+                if stopped or self._epoch_kl_stop(log, epoch):
+                    break
+        self._finish_update(log, clip_range, clip_range_vf, float("nan") if loss is None else loss.item())
+
+    def _start_update(self) -> tuple[float, float | None, list[tuple[th.nn.Parameter, bool]]]:
+        """
+        Training mode, learning rates and clip ranges for the current progress, the value normalizer's
+        statistics updated with the rollout's returns.
+
+        :return: The clip range, the value clip range, and each parameter with whether it is the critic's
+        """
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         progress = self._current_progress_remaining
@@ -213,75 +245,85 @@ class SafeUpdateMixin:
         normalizer = self.value_normalizer
         if normalizer is not None:
             normalizer.update(th.as_tensor(self.rollout_buffer.returns))
-
         critic_ids = self._critic_parameters()
-        roles = [(p, id(p) in critic_ids) for p in self.policy.parameters()]
-        log = UpdateLog()
-        continue_training = True
+        return clip_range, clip_range_vf, [(p, id(p) in critic_ids) for p in self.policy.parameters()]
 
-        with normalizer.raw_output() if normalizer is not None else nullcontext():
-            for epoch in range(self.n_epochs):
-                log.approx_kl = []  # SB3 logs the last epoch's
-                log.epochs_run += 1
-                for rollout_data in self.rollout_buffer.get(self.batch_size):
-                    actions = rollout_data.actions
-                    if isinstance(self.action_space, spaces.Discrete):
-                        # Convert discrete action from float to long
-                        actions = rollout_data.actions.long().flatten()
+    def _minibatch_loss(
+        self, rollout_data: Any, clip_range: float, clip_range_vf: float | None, log: UpdateLog
+    ) -> tuple[th.Tensor, np.ndarray]:
+        """
+        PPO's loss on one minibatch: the clipped surrogate, the value loss (on normalized targets with
+        ``normalize_value``) and the entropy bonus; each term and the approx KL go into ``log``.
 
-                    mask = self._minibatch_mask(rollout_data)
-                    values, log_prob, entropy = self._evaluate_minibatch(rollout_data, actions)
-                    values = values.flatten()
-                    advantages = self._normalized_advantages(rollout_data.advantages, mask)
+        :return: The loss, and the minibatch's approx KL (http://joschu.net/blog/kl-approx.html)
+        """
+        actions = rollout_data.actions
+        if isinstance(self.action_space, spaces.Discrete):
+            # Convert discrete action from float to long
+            actions = rollout_data.actions.long().flatten()
 
-                    log_ratio = log_prob - rollout_data.old_log_prob
-                    ratio = th.exp(log_ratio)
-                    policy_loss = clipped_surrogate_loss(advantages, ratio, clip_range, mask)
-                    log.policy_gradient_loss.append(policy_loss.item())
-                    log.clip_fraction.append(clip_fraction(ratio, clip_range, mask).item())
-                    log.ratio_mean.append(masked_mean(ratio, mask).item())
+        mask = self._minibatch_mask(rollout_data)
+        values, log_prob, entropy = self._evaluate_minibatch(rollout_data, actions)
+        values = values.flatten()
+        advantages = self._normalized_advantages(rollout_data.advantages, mask)
 
-                    returns, old_values = rollout_data.returns, rollout_data.old_values
-                    if normalizer is not None:
-                        returns, old_values = normalizer.normalize(returns), normalizer.normalize(old_values)
-                    v_loss = value_loss(values, old_values, returns, self.value_loss, clip_range_vf, self.huber_delta, mask)
-                    log.value_loss.append(v_loss.item())
+        log_ratio = log_prob - rollout_data.old_log_prob
+        ratio = th.exp(log_ratio)
+        policy_loss = clipped_surrogate_loss(advantages, ratio, clip_range, mask)
+        log.policy_gradient_loss.append(policy_loss.item())
+        log.clip_fraction.append(clip_fraction(ratio, clip_range, mask).item())
+        log.ratio_mean.append(masked_mean(ratio, mask).item())
 
-                    # Approximate the entropy when it has no analytical form
-                    entropy_loss = -masked_mean(-log_prob, mask) if entropy is None else -masked_mean(entropy, mask)
-                    log.entropy_loss.append(entropy_loss.item())
+        returns, old_values = rollout_data.returns, rollout_data.old_values
+        normalizer = self.value_normalizer
+        if normalizer is not None:
+            returns, old_values = normalizer.normalize(returns), normalizer.normalize(old_values)
+        v_loss = value_loss(values, old_values, returns, self.value_loss, clip_range_vf, self.huber_delta, mask)
+        log.value_loss.append(v_loss.item())
 
-                    loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * v_loss
+        # Approximate the entropy when it has no analytical form
+        entropy_loss = -masked_mean(-log_prob, mask) if entropy is None else -masked_mean(entropy, mask)
+        log.entropy_loss.append(entropy_loss.item())
 
-                    with th.no_grad():
-                        approx_kl_div = approx_kl(log_ratio, mask).cpu().numpy()
-                        log.approx_kl.append(approx_kl_div)
+        loss = policy_loss + self.ent_coef * entropy_loss + self.vf_coef * v_loss
 
-                    if self.kl_stop == "minibatch" and self.target_kl is not None and approx_kl_div > 1.5 * self.target_kl:
-                        continue_training = False
-                        if self.verbose >= 1:
-                            print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
-                        break
+        with th.no_grad():
+            approx_kl_div = approx_kl(log_ratio, mask).cpu().numpy()
+            log.approx_kl.append(approx_kl_div)
+        return loss, approx_kl_div
 
-                    self.policy.optimizer.zero_grad()
-                    loss.backward()  # type: ignore[no-untyped-call]
-                    norms = self._guarded_step(loss, roles)
-                    if norms is None:
-                        log.skipped += 1
-                    else:
-                        log.grad_norms.append(norms)
+    def _minibatch_kl_stop(self, approx_kl_div: np.ndarray, epoch: int) -> bool:
+        """SB3's ``target_kl`` (``kl_stop: minibatch``): stop every epoch before a step whose minibatch moved too far."""
+        if self.kl_stop != "minibatch" or self.target_kl is None or not approx_kl_div > 1.5 * self.target_kl:
+            return False
+        if self.verbose >= 1:
+            print(f"Early stopping at step {epoch} due to reaching max kl: {approx_kl_div:.2f}")
+        return True
 
-                self._n_updates += 1
-                if not continue_training:
-                    break
-                if self.kl_stop == "epoch" and self.target_kl is not None:
-                    epoch_kl = float(np.mean(log.approx_kl))
-                    if epoch_kl > self.target_kl:
-                        if self.verbose >= 1:
-                            print(f"Early stopping after epoch {epoch}: mean approx kl {epoch_kl:.4f} > {self.target_kl}")
-                        break
+    def _step(self, loss: th.Tensor, roles: list[tuple[th.nn.Parameter, bool]], log: UpdateLog) -> None:
+        """Back-propagate and take the guarded optimizer step (skipped on a non-finite loss or gradient)."""
+        self.policy.optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        norms = self._guarded_step(loss, roles)
+        if norms is None:
+            log.skipped += 1
+        else:
+            log.grad_norms.append(norms)
 
-        self.last_update = self._update_stats(log, clip_range, clip_range_vf, loss.item())
+    def _epoch_kl_stop(self, log: UpdateLog, epoch: int) -> bool:
+        """``kl_stop: epoch``: stop the remaining epochs once an epoch's mean approx KL exceeds ``target_kl``."""
+        if self.kl_stop != "epoch" or self.target_kl is None:
+            return False
+        epoch_kl = float(np.mean(log.approx_kl))
+        if epoch_kl <= self.target_kl:
+            return False
+        if self.verbose >= 1:
+            print(f"Early stopping after epoch {epoch}: mean approx kl {epoch_kl:.4f} > {self.target_kl}")
+        return True
+
+    def _finish_update(self, log: UpdateLog, clip_range: float, clip_range_vf: float | None, loss: float) -> None:
+        """Record the update (``last_update``, SB3's logger) and adapt an adaptive learning rate to its approx KL."""
+        self.last_update = self._update_stats(log, clip_range, clip_range_vf, loss)
         self.last_update.record(self.logger)
         if isinstance(self.learning_rate, AdaptiveLearningRate):
             self.learning_rate.update(self.last_update.approx_kl)

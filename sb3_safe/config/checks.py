@@ -46,8 +46,14 @@ def adaptive_settings(values: Mapping[str, Any]) -> dict[str, float]:
     return {field: float(values[key]) for key, field in ADAPTIVE_KEYS.items() if key in values}
 
 
-def validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, Any]:
-    where = f"{source} [{env_id}]"
+def check_keys(block: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """
+    Check each key of a block on its own (known, supported, a value of its kind), as :func:`validate` does first.
+
+    :param block: The keys and values
+    :param where: What names their source in an error (a profile and its block, the command line)
+    :return: The checked values
+    """
     values: dict[str, Any] = {}
     for key, value in block.items():
         if key in ZOO_UNSUPPORTED:
@@ -58,6 +64,12 @@ def validate(block: Mapping[str, Any], source: Path, env_id: str) -> dict[str, A
         if spec is None:
             raise ConfigError(f"{where}: {unknown_key(key, SCHEMA)}")
         values[key] = _check(key, spec, value, where)
+    return values
+
+
+def validate(block: Mapping[str, Any], source: Path | str, env_id: str) -> dict[str, Any]:
+    where = f"{source} [{env_id}]"
+    values = check_keys(block, where)
     if "algo" not in values and "Lstm" in str(values.get("policy", "")):
         values["algo"] = "recurrent_ppo"  # rl-zoo's ppo_lstm.yml names no algorithm: its file does
     algo = algorithm_of(values)

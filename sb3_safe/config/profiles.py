@@ -15,16 +15,17 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from sb3_safe.config.checks import validate
+from sb3_safe.config.blocks import canonical_block, merge
+from sb3_safe.config.checks import check_keys, validate
+from sb3_safe.config.train_config import TrainConfig
 from sb3_safe.errors import ConfigError, did_you_mean
-from sb3_safe.zoo import parse_literal_string, parse_policy_kwargs_string
 
-if TYPE_CHECKING:
-    from sb3_safe.config.train_config import TrainConfig
+#: Where values given with ``--set`` and ``--timesteps`` come from, in errors
+COMMAND_LINE = "command line (--set)"
 
 __all__ = ["BUNDLED_HYPERPARAMS", "PROFILE_DIRS", "canonical_block", "find_profile", "load_config", "merge", "parse_overrides"]
 
@@ -91,8 +92,6 @@ def load_config(profile: str, env_id: str, overrides: Mapping[str, Any] | None =
     :param overrides: Values that replace the profile's (``--set``, ``--timesteps``), validated alike
     :return: The validated configuration
     """
-    from sb3_safe.config.train_config import TrainConfig
-
     source = find_profile(profile)
     data = _read_yaml(source)
     short_id = env_id.split(":")[-1]
@@ -110,7 +109,9 @@ def load_config(profile: str, env_id: str, overrides: Mapping[str, Any] | None =
             raise ConfigError(f"{source} [{name}]: a block is a mapping of keys to values, got {part!r}")
         block = merge(block, canonical_block(part, source, name))
     if overrides:
-        block = merge(block, canonical_block(dict(overrides), source, env_id))
+        given = canonical_block(dict(overrides), COMMAND_LINE, env_id)
+        check_keys(given, f"{COMMAND_LINE} [{env_id}]")  # a bad --set value is the command line's, not the profile's
+        block = merge(block, given)
     return TrainConfig(env_id=env_id, profile=profile, source=source, values=validate(block, source, env_id))
 
 
@@ -140,29 +141,3 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             target = target.setdefault(parent, {})
         target[leaf] = value
     return result
-
-
-def merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = merge(dict(merged[key]), value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def canonical_block(block: dict[str, Any], source: Path, name: str) -> dict[str, Any]:
-    """Turn the zoo's string forms into mappings before blocks are merged."""
-    out = dict(block)
-    where = f"{source} [{name}]"
-    try:
-        if isinstance(out.get("policy_kwargs"), str):
-            out["policy_kwargs"] = parse_policy_kwargs_string(out["policy_kwargs"])
-        if isinstance(out.get("normalize"), str) and out["normalize"].strip().startswith("{"):
-            out["normalize"] = parse_literal_string(out["normalize"], "normalize")
-    except ConfigError as error:
-        raise ConfigError(f"{where}: {error}") from None
-    if out.get("normalize") is True:
-        out["normalize"] = {}
-    return out

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sb3_safe.config.algorithms import Algorithm, algorithm, algorithm_of
+from sb3_safe.config.blocks import canonical_block, merge
 from sb3_safe.config.checks import adaptive_initial, adaptive_settings, validate
 from sb3_safe.config.schema import ACTIVATIONS, ADAPTIVE_PREFIX, OPTIMIZERS, SCHEMA
 from sb3_safe.env_ids import is_multiagent
@@ -141,8 +142,6 @@ class TrainConfig:
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> TrainConfig:
         """:return: A new config with ``overrides`` merged in and validated again"""
-        from sb3_safe.config.profiles import canonical_block, merge
-
         merged = merge(dict(self.values), canonical_block(dict(overrides), self.source, self.env_id))
         return replace(self, values=validate(merged, self.source, self.env_id))
 
