@@ -10,7 +10,8 @@ import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import pytest
@@ -19,10 +20,11 @@ from sb3_safe.bench import RaySettings, Suite, run_suite
 from sb3_safe.cli import main
 from sb3_safe.cluster import ATTEMPTS_ACTOR, pack_folder, unpack_folder
 from sb3_safe.runs import RunFolder
+from tests.extras import require
 from tests.test_tuning import POSTGRES_URL, settings
 
-ray = pytest.importorskip("ray")
-from ray.cluster_utils import Cluster  # noqa: E402
+if TYPE_CHECKING:
+    from ray.cluster_utils import Cluster
 
 SUITE = Suite(
     name="tiny",
@@ -36,9 +38,21 @@ ROW_KEYS = ("env", "config", "seed", "crashed", "final_return", "best_return", "
 
 
 @pytest.fixture(scope="module")
-def two_nodes() -> Iterator[Cluster]:
+def ray() -> ModuleType:
+    """Ray (the ``cluster`` extra): missing, the tests that need it fail naming the extra."""
+    return require("ray", "cluster")
+
+
+def _cluster(**head: Any) -> Cluster:
+    from ray.cluster_utils import Cluster
+
+    return Cluster(initialize_head=True, head_node_args={"include_dashboard": False, **head})
+
+
+@pytest.fixture(scope="module")
+def two_nodes(ray: ModuleType) -> Iterator[Cluster]:
     """A head and a second node of one CPU each, on loopback, as two machines would be."""
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster = _cluster(num_cpus=1)
     cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
@@ -61,7 +75,7 @@ def test_a_suite_on_two_nodes_gives_the_rows_of_local_workers(tmp_path: Path, tw
     assert [row["final_return"] for row in again] == [row["final_return"] for row in on_ray]
 
 
-def _wait_until_both_runs_started() -> bool:
+def _wait_until_both_runs_started(ray: ModuleType) -> bool:
     """Poll the suite's attempt counter until both runs have begun training (bounded: 2 minutes)."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -72,13 +86,13 @@ def _wait_until_both_runs_started() -> bool:
     return False
 
 
-def test_a_node_that_dies_mid_suite_has_its_run_retried_on_another(tmp_path: Path):
+def test_a_node_that_dies_mid_suite_has_its_run_retried_on_another(tmp_path: Path, ray: ModuleType):
     """
     A head that runs no task and two one-CPU nodes: once both runs are under way one node is removed;
     its run is retried on the other node, and the suite ends with every run present once, marked retried.
     """
     ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster = _cluster(num_cpus=0)
     doomed = cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)
@@ -87,7 +101,7 @@ def test_a_node_that_dies_mid_suite_has_its_run_retried_on_another(tmp_path: Pat
         settings = RaySettings(cluster.address)
         suite = threading.Thread(target=lambda: rows.extend(run_suite(SUITE, tmp_path / "out", ray=settings)))
         suite.start()
-        assert _wait_until_both_runs_started(), "the runs did not start within 2 minutes"
+        assert _wait_until_both_runs_started(ray), "the runs did not start within 2 minutes"
         cluster.remove_node(doomed)
         suite.join(timeout=600)
         assert not suite.is_alive()
@@ -101,7 +115,7 @@ def test_a_node_that_dies_mid_suite_has_its_run_retried_on_another(tmp_path: Pat
         cluster.shutdown()
 
 
-def test_with_a_shared_out_a_retried_run_goes_on_from_its_checkpoint(tmp_path: Path):
+def test_with_a_shared_out_a_retried_run_goes_on_from_its_checkpoint(tmp_path: Path, ray: ModuleType):
     """
     ``--ray-shared-out``: runs write into the suite's folder. A node removed once both runs have a checkpoint
     there: its run is retried on the other node and resumes from its newest checkpoint (the part it came
@@ -116,7 +130,7 @@ def test_with_a_shared_out_a_retried_run_goes_on_from_its_checkpoint(tmp_path: P
         eval_episodes=2,
     )
     ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": False})
+    cluster = _cluster(num_cpus=0)
     doomed = cluster.add_node(num_cpus=1)
     cluster.add_node(num_cpus=1)
     ray.init(address=cluster.address, log_to_driver=False)

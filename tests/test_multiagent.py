@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch as th
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
-from pettingzoo.test import parallel_api_test  # type: ignore[attr-defined]
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 
@@ -25,6 +23,12 @@ from sb3_safe.multiagent.wrappers import FirstAgentWrapper
 from sb3_safe.runs import RunFolder
 from sb3_safe.training import evaluate, train
 from tests.algorithms import assert_same_parameters, params
+from tests.extras import require
+
+for _module in ("pettingzoo", "mpe2", "supersuit"):
+    require(_module, "marl")
+from pettingzoo import ParallelEnv  # noqa: E402
+from pettingzoo.test import parallel_api_test  # type: ignore[attr-defined]  # noqa: E402
 
 SPREAD = "pettingzoo:mpe2.simple_spread_v3"
 REFERENCE = "pettingzoo:mpe2.simple_reference_v3"

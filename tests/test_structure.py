@@ -98,3 +98,13 @@ def test_no_function_is_longer_than_80_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{name}.{node.name}: {lines} lines")
     assert long == []
+
+
+def test_a_missing_extra_fails_naming_it():
+    import pytest
+
+    from tests.extras import require
+
+    assert require("json", "none").dumps([]) == "[]"
+    with pytest.raises(ImportError, match=r"the 'cluster' extra is part of the test install .*pip install -e '\.\[cluster\]'"):
+        require("sb3_safe_no_such_module", "cluster")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import envpool
 import numpy as np
 import pytest
 import torch as th
@@ -17,6 +16,9 @@ from stable_baselines3.common.vec_env import VecEnv
 from sb3_safe.cli import main
 from sb3_safe.vector import make_batched_env
 from tests.algorithms import assert_same_parameters, params
+from tests.extras import require
+
+envpool = require("envpool", "batched")
 
 
 def run(venv: VecEnv, steps: int, seed: int = 0) -> tuple[list[tuple[float, int]], np.ndarray, list[np.ndarray]]:

@@ -12,8 +12,6 @@ import torch as th
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import VecEnvWrapper
-from vmas.simulator.core import Agent, World
-from vmas.simulator.scenario import BaseScenario
 
 from sb3_safe import SafePPO
 from sb3_safe.callbacks import HealthMonitorCallback, NonFiniteGuardCallback
@@ -24,6 +22,11 @@ from sb3_safe.multiagent import CentralizedCriticPolicy, VmasVecEnv, evaluate_te
 from sb3_safe.runs import RunFolder
 from sb3_safe.training import evaluate, train
 from tests.algorithms import assert_same_parameters, params
+from tests.extras import require
+
+require("vmas", "marl")
+from vmas.simulator.core import Agent, World  # noqa: E402
+from vmas.simulator.scenario import BaseScenario  # noqa: E402
 
 NAVIGATION = "vmas:navigation"
 # A few copies and short rollouts: the profiles' shape (hundreds of copies) is for benchmarks
