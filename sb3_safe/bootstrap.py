@@ -57,6 +57,13 @@ class BatchedBootstrap(BaseCallback):
     def on_step(self) -> bool:
         if not self.callback.on_step():
             return False
+        missing = [key for key in ("dones", "rewards", "infos") if key not in self.step_locals]
+        if missing:
+            raise RuntimeError(
+                f"SB3's collect_rollouts no longer hands {', '.join(f'`{key}`' for key in missing)} to callbacks: the "
+                "batched time-limit bootstrap reads and changes them there. Pin stable-baselines3 to a version sb3-safe "
+                "supports, or report this to sb3-safe"
+            )
         dones, infos, rewards = self.step_locals["dones"], self.step_locals["infos"], self.step_locals["rewards"]
         slots = [
             int(i)
@@ -76,7 +83,8 @@ class BatchedBootstrap(BaseCallback):
             values = policy.predict_values(policy.obs_to_tensor(stacked)[0]).flatten().cpu().numpy()
         for slot, value in zip(slots, values, strict=True):
             rewards[slot] += self.algorithm.gamma * value
-            # bootstrapped here: SB3's loop skips a slot not marked truncated
+            # Bootstrapped here: SB3's loop skips a slot not marked truncated. The slot's info is replaced by a copy
+            # that says so, in the list SB3 reads next; the info dict the environment returned is left as it was.
             infos[slot] = {**infos[slot], "TimeLimit.truncated": False, "bootstrapped_value": float(value)}
         return True
 
