@@ -256,3 +256,53 @@ def test_recover_continues_a_vmas_run_from_a_checkpoint(tmp_path: Path):
     _, block, info = RunFolder(recovery.result.run_dir).read_config()
     assert info["recovered_from"]["parent_run"] == str(run.resolve())
     assert block["env_kwargs"] == {"max_steps": 25, "n_agents": 2}  # the parent's scenario, not the profile's
+
+
+class Rollouts(BaseCallback):
+    """The observations of every rollout the buffer held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.observations: list[np.ndarray] = []
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        self.observations.append(self.model.rollout_buffer.observations["obs"].copy())  # type: ignore[attr-defined]
+
+
+def test_the_training_episodes_do_not_depend_on_the_evaluation_schedule(tmp_path: Path):
+    """
+    VMAS keeps one random state for every environment; the evaluation environment is built, seeded and reset
+    between training rollouts. Evaluated after every rollout or never, the same seed trains on the same episodes.
+    """
+    config = load_config("safe", NAVIGATION, {**TINY, "n_timesteps": 512})
+    seen = []
+    for run, eval_freq in (("often", 256), ("never", 10**6)):
+        probe = Rollouts()
+        train(config, seed=0, run_dir=tmp_path / run, eval_freq=eval_freq, n_eval_episodes=2, callbacks=[probe])
+        seen.append(probe.observations)
+    assert len(seen[0]) == 2 and RunFolder(tmp_path / "often").evaluations()[0] == [256, 512]
+    for often, never in zip(*seen, strict=True):
+        np.testing.assert_array_equal(often, never)
+
+
+def test_each_environment_draws_from_its_own_stream():
+    """Stepping a second environment in between leaves the first one's episodes as they were alone."""
+
+    def rollout(interleave: bool) -> list[np.ndarray]:
+        venv = VmasVecEnv(NAVIGATION, 4, {"max_steps": 5, "n_agents": 2})
+        venv.seed(7)
+        frames = [venv.reset()]
+        for t in range(12):
+            if interleave:
+                other = VmasVecEnv(NAVIGATION, 2, {"max_steps": 3, "n_agents": 2}, seed=t)
+                other.seed(100 + t)
+                other.reset()
+                other.step(np.zeros((4, 2), dtype=np.float32))
+            frames.append(venv.step(np.full((8, 2), 0.5, dtype=np.float32))[0])
+        return frames
+
+    for alone, shared in zip(rollout(False), rollout(True), strict=True):
+        np.testing.assert_array_equal(alone, shared)

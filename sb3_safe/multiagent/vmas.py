@@ -20,7 +20,10 @@ What VMAS leaves to its user, done here:
 - **episode statistics**: ``episode`` (the agent's return, as ``Monitor`` reports it) on each
   finished slot and ``team_episode`` (the sum of every agent's return) on a copy's first slot;
 - **seeding**: :meth:`seed` (called by ``PPO(seed=...)``) seeds VMAS's own random state at the
-  next :meth:`reset`, so the same seed gives the same episodes.
+  next :meth:`reset`, so the same seed gives the same episodes. VMAS keeps that state on its
+  ``Environment`` class, shared by every instance: each :class:`VmasVecEnv` swaps in a stream of its
+  own around every call into VMAS (:class:`RandomStream`), so an evaluation environment built,
+  seeded and reset between training rollouts leaves the training copies' episodes as they were.
 
 The simulator runs on ``device``; SB3's rollout buffers hold numpy arrays, so observations,
 rewards and dones cross to numpy once per step (on a GPU that is the one transfer per step).
@@ -116,7 +119,9 @@ class VmasVecEnv(TeamVecEnv):
         kwargs = dict(env_kwargs or {})
         make_kwargs = {key: kwargs.pop(key) for key in MAKE_ENV_KEYS if key in kwargs}
         make_kwargs.setdefault("max_steps", DEFAULT_MAX_STEPS)
-        self.env = _make(self.scenario, num_envs, th.device(device), seed, make_kwargs, kwargs)
+        self.stream = RandomStream()
+        with self.stream:
+            self.env = _make(self.scenario, num_envs, th.device(device), seed, make_kwargs, kwargs)
         self.device = self.env.device
         self.copies = num_envs
         self.n_agents = self.env.n_agents
@@ -157,9 +162,10 @@ class VmasVecEnv(TeamVecEnv):
     # -- VecEnv
     def reset(self) -> VecEnvObs:
         seed = self._seeds[0]
-        if seed is not None:
-            self.env.seed(seed)
-        obs = self.env.reset()
+        with self.stream:
+            if seed is not None:
+                self.env.seed(seed)
+            obs = self.env.reset()
         self._restart_statistics()
         self._reset_seeds()
         self._reset_options()
@@ -172,6 +178,10 @@ class VmasVecEnv(TeamVecEnv):
         self._actions = tensor.float() if not self._discrete else tensor.long()
 
     def step_wait(self) -> VecEnvStepReturn:
+        with self.stream:
+            return self._step()
+
+    def _step(self) -> VecEnvStepReturn:
         m = self.n_agents
         obs, rewards, terminated, truncated, _ = self.env.step(list(self._actions.unbind(dim=1)))
         reward = th.stack(rewards, dim=1).reshape(-1).cpu().numpy().astype(np.float32)
@@ -208,7 +218,8 @@ class VmasVecEnv(TeamVecEnv):
         pass
 
     def get_images(self) -> Sequence[np.ndarray | None]:
-        return [self.env.render(mode="rgb_array", env_index=k) for k in range(self.copies)]
+        with self.stream:
+            return [self.env.render(mode="rgb_array", env_index=k) for k in range(self.copies)]
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """:return: The VMAS environment's attribute, once per requested slot (every slot shares it)"""
@@ -223,6 +234,37 @@ class VmasVecEnv(TeamVecEnv):
     ) -> list[Any]:
         result = getattr(self.env, method_name)(*method_args, **method_kwargs)
         return [result for _ in self._indices(indices)]
+
+
+class RandomStream:
+    """
+    A random state of one VMAS environment's own: VMAS keeps torch's, NumPy's and Python's random states for
+    every environment in one class attribute (``Environment.vmas_random_state``) that its methods swap in around
+    each call. Entered around calls into one environment, this puts that environment's state there and takes it
+    back out after, leaving the shared one as it found it.
+    """
+
+    def __init__(self) -> None:
+        self.state: list[Any] | None = None
+        self._outer: list[Any] = []
+
+    def __enter__(self) -> RandomStream:
+        shared = _shared_state()
+        self._outer = list(shared)
+        if self.state is not None:
+            shared[:] = self.state
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shared = _shared_state()
+        self.state = list(shared)
+        shared[:] = self._outer
+
+
+def _shared_state() -> list[Any]:
+    from vmas.simulator.environment import Environment
+
+    return Environment.vmas_random_state  # type: ignore[no-any-return]
 
 
 def _make(
