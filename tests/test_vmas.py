@@ -291,7 +291,7 @@ def test_the_training_episodes_do_not_depend_on_the_evaluation_schedule(tmp_path
 def test_each_environment_draws_from_its_own_stream():
     """Stepping a second environment in between leaves the first one's episodes as they were alone."""
 
-    def rollout(interleave: bool) -> list[np.ndarray]:
+    def rollout(interleave: bool) -> list[Any]:
         venv = VmasVecEnv(NAVIGATION, 4, {"max_steps": 5, "n_agents": 2})
         venv.seed(7)
         frames = [venv.reset()]
