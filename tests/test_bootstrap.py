@@ -19,7 +19,7 @@ from sb3_safe.bootstrap import MIN_SLOTS, BatchedBootstrap
 COPIES = 64  # 32 truncated slots in one step: the batched path (MIN_SLOTS)
 
 
-class EndsTogether(gym.Env):  # type: ignore[type-arg]
+class EndsTogether(gym.Env):
     """
     VMAS's centralized-critic shape in miniature: a Dict observation (an agent's own and a global part). Every copy's
     episode ends at step 10; even copies are terminated there, odd ones truncated by their time limit.
