@@ -140,8 +140,8 @@ def load_suite(path: Path) -> Suite:
     )
 
 
-def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int) -> dict[str, Any]:
-    """One run, in a worker process. Never raises: a crash is a result."""
+def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int, device: str = "cpu") -> dict[str, Any]:
+    """One run, in a worker process (``device``: where it trains). Never raises: a crash is a result."""
     import torch as th
 
     from sb3_safe.config import load_config
@@ -175,9 +175,11 @@ def _run_job(job: Job, out: Path, n_evaluations: int, eval_episodes: int) -> dic
             progress_bar=False,
             env_wrapper=wrapper,
             checkpoint=checkpoint,
+            device=device,
             argv=["sb3-safe", "bench", job.env_label, job.config, str(job.seed)],
         )
         record["stopped_early"] = result.stopped_early
+        record["device"] = str(result.model.device)
     except Exception as error:  # the point of the benchmark: record the crash, go on
         record.update(crashed=True, error=f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -302,10 +304,14 @@ def run_suite(suite: Suite, out: Path, workers: int = 1, ray: RaySettings | None
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
                 for i, record in enumerate(pool.imap_unordered(_job_entry, args)):
                     _report(i, len(args), record)
-    retried = {(r["env"], r["config"], r["seed"]) for r in records if r.get("retried")}
+    by_run = {(r["env"], r["config"], r["seed"]): r for r in records}
     rows = [_collect(job, out, suite.envs[job.env_id].get("threshold")) for job in jobs]
     for row in rows:
-        row["retried"] = (row["env"], row["config"], row["seed"]) in retried
+        record = by_run.get((row["env"], row["config"], row["seed"]), {})
+        row["retried"] = bool(record.get("retried"))
+        row["device"] = record.get("device", "")
+        if record.get("failed"):  # a Ray task that failed after its retries, or a run folder that could not land
+            row.update(crashed=True, error=record["error"])
     return rows
 
 

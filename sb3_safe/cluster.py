@@ -29,8 +29,20 @@ from pathlib import Path
 from typing import Any
 
 from sb3_safe.errors import ConfigError, MissingDependencyError
+from sb3_safe.runs import set_aside_interrupted
 
-__all__ = ["ATTEMPTS_ACTOR", "LOCAL", "connect", "pack_folder", "run_jobs_on_ray", "run_workers_on_ray", "unpack_folder"]
+__all__ = [
+    "ATTEMPTS_ACTOR",
+    "LOCAL",
+    "SCRATCH_PREFIX",
+    "connect",
+    "pack_folder",
+    "remove_stale_incoming",
+    "remove_stale_scratch",
+    "run_jobs_on_ray",
+    "run_workers_on_ray",
+    "unpack_folder",
+]
 
 #: ``--ray`` without an address: start a Ray instance on this machine
 LOCAL = "local"
@@ -144,7 +156,7 @@ def _attempts_actor(ray: Any) -> Any:
 
 
 def run_jobs_on_ray(
-    run_job: Callable[[Any, Path, int, int], dict[str, Any]],
+    run_job: Callable[[Any, Path, int, int, str], dict[str, Any]],
     jobs: Sequence[Any],
     out: Path,
     n_evaluations: int,
@@ -157,26 +169,33 @@ def run_jobs_on_ray(
     """
     Run benchmark jobs as Ray tasks, one CPU each, and bring every finished run folder under ``out``.
 
-    :param run_job: ``sb3_safe.bench._run_job``: trains one job into ``<its out>/runs/...``, never raises
+    :param run_job: ``sb3_safe.bench._run_job``: trains one job into ``<its out>/runs/...`` on a device, never raises
     :param jobs: The jobs still to run
     :param out: The suite's output folder (on the driver)
     :param n_evaluations: Evaluations per run
     :param eval_episodes: Episodes per evaluation
     :param shared_out: ``out`` is on a filesystem every node sees: runs write there directly
-    :param gpus: GPUs per run (``--ray-gpus``)
+    :param gpus: GPUs per run (``--ray-gpus``); with any, each run trains on ``cuda``
     :param report: Called with ``(index, total, record)`` as runs finish
-    :return: One record per job, with ``retried`` (the task ran more than once)
+    :return: One record per job, with ``retried`` (the task ran more than once), and ``failed`` with the reason
+        when its task failed after its retries or its folder could not land
     """
     ray = connect(None)  # run_suite has connected; a direct call starts a local Ray
     attempts = _attempts_actor(ray)
     shared = out.resolve() if shared_out else None
+    device = "cuda" if gpus > 0 else "cpu"
+    if shared is None:
+        remove_stale_incoming(out)
+        for job in jobs:  # an interrupted run's folder (no result) is in the way of the finished one: set it aside
+            set_aside_interrupted(job.run_dir(out))
 
     def train_one_body(job: Any, key: str) -> tuple[dict[str, Any], bytes | None, int]:
         attempt = int(ray.get(attempts.start.remote(key)))
         if shared is not None:
-            return run_job(job, shared, n_evaluations, eval_episodes), None, attempt
-        with tempfile.TemporaryDirectory(prefix="sb3-safe-run-") as scratch:
-            record = run_job(job, Path(scratch), n_evaluations, eval_episodes)
+            return run_job(job, shared, n_evaluations, eval_episodes, device), None, attempt
+        remove_stale_scratch()
+        with tempfile.TemporaryDirectory(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-") as scratch:
+            record = run_job(job, Path(scratch), n_evaluations, eval_episodes, device)
             folder = job.run_dir(Path(scratch))
             return record, pack_folder(folder) if folder.is_dir() else None, attempt
 
@@ -187,17 +206,78 @@ def run_jobs_on_ray(
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         job = pending.pop(done[0])
-        record, packed, attempt = ray.get(done[0])
-        if packed is not None:
-            target = job.run_dir(out)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            unpack_folder(packed, target)
-            record["bytes_returned"] = len(packed)
-        record["retried"] = attempt > 1
+        record = _land(ray, done[0], job, out)
         records.append(record)
         if report is not None:
             report(len(records) - 1, len(jobs), record)
     return records
+
+
+def _land(ray: Any, ref: Any, job: Any, out: Path) -> dict[str, Any]:
+    """
+    A finished task's record, its run folder unpacked into place. A task that failed after its retries, or a
+    folder that cannot land, is a record marked failed with the reason: the suite goes on with the others.
+    """
+    failed = {"env": job.env_label, "config": job.config, "seed": job.seed, "crashed": True, "failed": True}
+    try:
+        record: dict[str, Any]
+        record, packed, attempt = ray.get(ref)
+    except Exception as error:  # Ray's task, worker and node errors: the run failed after its retries
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        return {**failed, "retried": True, "error": f"failed on Ray after its retries: {type(error).__name__}: {reason}"}
+    record["retried"] = attempt > 1
+    if packed is not None:
+        target = job.run_dir(out)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            unpack_folder(packed, target)
+        except (OSError, tarfile.TarError, ValueError) as error:
+            return {**record, **failed, "error": f"the finished run folder could not land at {target}: {error}"}
+        record["bytes_returned"] = len(packed)
+    return record
+
+
+#: Prefix of a task's scratch folder: ``sb3-safe-run-<pid>-...`` in the node's temporary folder
+SCRATCH_PREFIX = "sb3-safe-run-"
+
+
+def remove_stale_scratch(root: Path | None = None) -> list[Path]:
+    """
+    Remove the scratch folders of tasks whose process is gone (a worker killed mid-run leaves its folder: nothing
+    else removes it). Called by every task before it makes its own.
+
+    :param root: The temporary folder (default: :func:`tempfile.gettempdir`)
+    :return: The folders removed
+    """
+    removed = []
+    for folder in Path(root or tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*"):
+        pid = folder.name.removeprefix(SCRATCH_PREFIX).partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_incoming(out: Path) -> list[Path]:
+    """
+    Remove the half-unpacked ``.incoming-*`` folders a driver killed while unpacking left under ``out``.
+
+    :return: The folders removed
+    """
+    stale = list(out.glob("runs/**/.incoming-*")) if out.is_dir() else []
+    for folder in stale:
+        shutil.rmtree(folder, ignore_errors=True)
+    return stale
 
 
 def run_workers_on_ray(worker: Callable[[Any], None], settings: Any, workers: int) -> list[str]:
@@ -217,9 +297,10 @@ def run_workers_on_ray(worker: Callable[[Any], None], settings: Any, workers: in
 
     tune_worker: Any = ray.remote(num_cpus=1, max_retries=1)(tune_worker_body)
     errors = []
-    for ref in [tune_worker.remote(settings) for _ in range(workers)]:
+    for number, ref in enumerate([tune_worker.remote(settings) for _ in range(workers)]):
         try:
             ray.get(ref)
         except Exception as error:  # a worker's failure is reported, the others' trials stand
-            errors.append(str(error).splitlines()[0])
+            lines = [line for line in str(error).strip().splitlines() if line.strip()] or [type(error).__name__]
+            errors.append(f"worker {number}: {type(error).__name__}: {lines[-1].strip()}")
     return errors

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 
 __all__ = [
     "CheckpointError",
+    "ClusterError",
     "ConfigError",
     "DiskFullError",
     "MissingDependencyError",
@@ -34,6 +35,10 @@ class ConfigError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint (model ``.zip`` or VecNormalize ``.pkl``) is missing, damaged or does not fit the profile."""
+
+
+class ClusterError(UserError):
+    """Work on a Ray cluster did not finish: a worker or task died (what finished is kept)."""
 
 
 class DiskFullError(UserError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -15,10 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import pytest
+import torch as th
 
-from sb3_safe.bench import RaySettings, Suite, run_suite
+from sb3_safe.bench import Job, RaySettings, Suite, run_suite
 from sb3_safe.cli import main
-from sb3_safe.cluster import ATTEMPTS_ACTOR, pack_folder, unpack_folder
+from sb3_safe.cluster import (
+    ATTEMPTS_ACTOR,
+    SCRATCH_PREFIX,
+    pack_folder,
+    remove_stale_scratch,
+    run_jobs_on_ray,
+    unpack_folder,
+)
 from sb3_safe.runs import RunFolder
 from tests.extras import require
 from tests.test_tuning import POSTGRES_URL, settings
@@ -274,3 +283,83 @@ def test_without_ray_the_error_names_the_extra(
     assert main(["bench", str(suite), "--ray", "--out", str(tmp_path / "out")]) == 2
     assert "pip install 'sb3-safe[cluster]'" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def _jobs(n: int) -> list[Job]:
+    return [Job("CartPole-v1", "safe", "safe", seed, 256) for seed in range(n)]
+
+
+def test_ray_gpus_ask_each_run_to_train_on_cuda(tmp_path: Path, ray: ModuleType, monkeypatch: pytest.MonkeyPatch):
+    """A GPU Ray schedules by (declared here: no hardware needed), and the device each run is asked to train on."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)  # Ray refuses declared GPUs that it is told are hidden
+    ray.shutdown()
+    cluster = _cluster(num_cpus=1, num_gpus=1)
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+
+        def fake_run(job: Job, out: Path, n_evaluations: int, eval_episodes: int, device: str) -> dict[str, Any]:
+            return {"env": job.env_label, "config": job.config, "seed": job.seed, "crashed": False, "device": device}
+
+        records = run_jobs_on_ray(fake_run, _jobs(2), tmp_path, 1, 1, shared_out=True, gpus=0.5)
+        assert [r["device"] for r in records] == ["cuda", "cuda"]
+        assert [r["device"] for r in run_jobs_on_ray(fake_run, _jobs(1), tmp_path, 1, 1, shared_out=True)] == ["cpu"]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.skipif(not th.cuda.is_available(), reason="needs a GPU: on a machine with one, every run reports cuda:0")
+def test_ray_gpus_train_on_the_gpu(tmp_path: Path, two_nodes: Cluster):
+    rows = run_suite(SUITE, tmp_path / "gpu", ray=RaySettings(two_nodes.address, gpus=0.5))
+    assert [row["device"] for row in rows] == ["cuda:0", "cuda:0"]
+
+
+def test_a_run_that_fails_after_its_retries_is_a_failed_row_and_the_others_finish(tmp_path: Path, two_nodes: Cluster):
+    def fails_for_seed_1(job: Job, out: Path, n_evaluations: int, eval_episodes: int, device: str) -> dict[str, Any]:
+        if job.seed == 1:
+            raise RuntimeError("the node's disk is gone")
+        return {"env": job.env_label, "config": job.config, "seed": job.seed, "crashed": False}
+
+    records = run_jobs_on_ray(fails_for_seed_1, _jobs(3), tmp_path, 1, 1)
+    by_seed = {r["seed"]: r for r in records}
+    assert sorted(by_seed) == [0, 1, 2]
+    assert not by_seed[0].get("failed") and not by_seed[2].get("failed")
+    assert by_seed[1]["failed"] and by_seed[1]["crashed"]
+    assert "failed on Ray after its retries" in by_seed[1]["error"] and "the node's disk is gone" in by_seed[1]["error"]
+
+
+def test_a_partial_folder_in_the_way_is_set_aside_and_the_run_lands(tmp_path: Path, two_nodes: Cluster):
+    """An interrupted local run left runs/CartPole-v1/safe-s0 (a checkpoint, no result): kept as .part1, not an abort."""
+    out = tmp_path / "out"
+    partial = out / "runs" / "CartPole-v1" / "safe-s0"
+    (partial / "checkpoints").mkdir(parents=True)
+    (partial / "checkpoints" / "model_128_steps.zip").write_bytes(b"an earlier part")
+    stale = out / "runs" / "CartPole-v1" / ".incoming-0123"  # a driver killed while unpacking
+    stale.mkdir()
+    rows = run_suite(SUITE, out, ray=RaySettings(two_nodes.address))
+    assert [row["crashed"] for row in rows] == [False, False]
+    assert (partial / "result.json").is_file()
+    assert (partial.with_name("safe-s0.part1") / "checkpoints" / "model_128_steps.zip").read_bytes() == b"an earlier part"
+    assert not stale.exists()
+
+
+def test_scratch_folders_of_dead_workers_are_removed(tmp_path: Path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    gone = tmp_path / f"{SCRATCH_PREFIX}{dead.stdout.strip()}-abc"
+    alive = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-def"
+    for folder in (gone, alive):
+        (folder / "runs").mkdir(parents=True)
+    assert remove_stale_scratch(tmp_path) == [gone]
+    assert alive.is_dir() and not gone.exists()
+
+
+def test_every_dead_tuning_worker_is_reported(two_nodes: Cluster):
+    def worker(settings: Any) -> None:
+        if settings["die"]:
+            raise MemoryError("out of memory")
+
+    from sb3_safe.cluster import run_workers_on_ray
+
+    assert run_workers_on_ray(worker, {"die": False}, 2) == []
+    errors = run_workers_on_ray(worker, {"die": True}, 2)
+    assert len(errors) == 2 and errors[0].startswith("worker 0: ") and "out of memory" in errors[1]

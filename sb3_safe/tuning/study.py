@@ -15,6 +15,7 @@ import importlib.util
 import multiprocessing
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from sb3_safe.config import SCHEMA, load_config
-from sb3_safe.errors import ConfigError, MissingDependencyError, StorageError, UserError
+from sb3_safe.errors import ClusterError, ConfigError, MissingDependencyError, StorageError, UserError
 from sb3_safe.tuning.objective import ObjectiveSettings, TrialObjective
 from sb3_safe.tuning.space import load_space
 
@@ -260,6 +261,12 @@ def _run_on_ray(settings: TuneSettings) -> optuna.Study:
     connect(settings.ray)
     study = open_study(settings)  # checks the storage from here before any worker starts
     errors = run_workers_on_ray(run_worker, settings, settings.workers)
-    if errors and counted_trials(study) == 0:
-        raise ConfigError(f"every Ray worker failed: {errors[0]}")
+    for error in errors:
+        print(f"sb3-safe tune: Ray {error}", file=sys.stderr, flush=True)
+    if errors:
+        kept = counted_trials(study)
+        raise ClusterError(
+            f"{len(errors)} of {settings.workers} Ray workers died ({errors[0]}); the study keeps the {kept} trials the "
+            "others finished. Look at the workers' logs (`ray logs`), then run the same command again to go on"
+        )
     return open_study(settings)
