@@ -23,7 +23,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-scale bench-cluster bench-long bench-calibration bench-recover bench-health bench-soak bench-overhead bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-scale bench-cluster bench-long bench-calibration bench-recover bench-health bench-soak bench-overhead bench-tax bench-story bench-tune clean
 
 install: $(STAMP)
 
@@ -143,6 +143,17 @@ bench-health: $(STAMP)
 
 bench-overhead: $(STAMP)
 	$(PY) benchmarks/overhead.py $(ARGS)
+
+# The safe profile as `sb3-safe train` runs it against plain SB3 PPO of the same shape (CartPole-v1, 8-step updates
+# and the zoo's shape), steps per CPU-second in one process. ~5 min.
+bench-tax: $(STAMP)
+	$(PY) benchmarks/tax.py $(ARGS)
+
+# The product's story on a real long run: the baseline on vmas:transport to 100M agent steps, its blow-up found,
+# `sb3-safe recover` (killed once with SIGKILL and continued), a paired evaluation. Hours: run it in the background;
+# started again, it goes on from where it stopped.
+bench-story: $(STAMP)
+	$(PY) benchmarks/story.py $(ARGS)
 
 bench: $(STAMP)
 	$(BIN)/sb3-safe bench benchmarks/suites/full.yml --workers 2 $(ARGS)
