@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,31 +20,90 @@ from sb3_safe.multiagent.vec_env import PettingZooVecEnv, check_pettingzoo_id, i
 from sb3_safe.multiagent.vmas import VmasVecEnv, check_vmas_id, is_vmas
 from sb3_safe.vector import BATCHED, make_batched_env
 
-__all__ = ["VEC_ENVS", "VEC_ENV_KINDS", "check_env_id", "load_vec_normalize", "make_env", "make_eval_env", "wrap_normalize"]
+__all__ = [
+    "FAMILIES",
+    "VEC_ENVS",
+    "VEC_ENV_KINDS",
+    "EnvFamily",
+    "EnvSettings",
+    "check_env_id",
+    "env_settings",
+    "family_of",
+    "load_vec_normalize",
+    "make_env",
+    "make_eval_env",
+    "wrap_normalize",
+]
 
 VEC_ENVS: dict[str, type[DummyVecEnv] | type[SubprocVecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
 #: Every ``--vec-env`` value: SB3's VecEnv classes, then the batched ones (:mod:`sb3_safe.vector`)
 VEC_ENV_KINDS = (*VEC_ENVS, *BATCHED)
 
 
-def check_env_id(env_id: str) -> None:
+@dataclass(frozen=True)
+class EnvSettings:
     """
-    Fail early, with a suggestion, on an environment id Gymnasium does not know.
+    What an environment family needs to make a VecEnv: the environment's own keys of the profile block and how the
+    copies are stepped, nothing else of the run.
 
-    ``package.module:EnvId-v0`` imports ``package.module`` first (Gymnasium's syntax), so a
-    package can register its environments on import.
-
-    ``pettingzoo:<module>`` names a PettingZoo environment module (its ``parallel_env``),
-    ``vmas:<scenario>`` a VMAS scenario.
-
-    :param env_id: The id
+    :param env_id: The environment id
+    :param n_envs: Copies
+    :param seed: Seed of the first copy
+    :param env_kwargs: Keyword arguments of the environment (``gymnasium.make``, the PettingZoo module, the VMAS scenario)
+    :param wrappers: Gymnasium wrappers, innermost first: the profile's, then an extra one (fault injection)
+    :param frame_stack: ``VecFrameStack`` size, if any
+    :param vec_env: How Gymnasium copies are stepped (:data:`VEC_ENV_KINDS`)
+    :param centralized_critic: Multi-agent: observations carry the global state
+    :param agent_id: Multi-agent: a one-hot agent index is appended
+    :param adapter: PettingZoo: ``sb3_safe`` or ``supersuit`` (training only; evaluation counts team returns)
+    :param evaluation: For evaluation
+    :param device: Torch device of a batched simulator (VMAS)
+    :param where: What names the profile block in an error
     """
-    if is_pettingzoo(env_id):
-        check_pettingzoo_id(env_id)
-        return
-    if is_vmas(env_id):
-        check_vmas_id(env_id)
-        return
+
+    env_id: str
+    n_envs: int
+    seed: int
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    wrappers: tuple[Callable[[gym.Env], gym.Env], ...] = ()
+    frame_stack: int | None = None
+    vec_env: str = "dummy"
+    centralized_critic: bool = False
+    agent_id: bool = False
+    adapter: str = "sb3_safe"
+    evaluation: bool = False
+    device: str = "cpu"
+    where: str = ""
+
+    def wrap(self, env: gym.Env) -> gym.Env:
+        """Apply :attr:`wrappers` in order."""
+        for wrapper in self.wrappers:
+            env = wrapper(env)
+        return env
+
+
+@dataclass(frozen=True)
+class EnvFamily:
+    """
+    One kind of environment: which ids are its, how an id is checked, how its VecEnv is made.
+
+    :param name: What it is called in messages
+    :param claims: Whether an id (and ``--vec-env`` kind) is this family's
+    :param check: Raises :class:`~sb3_safe.errors.ConfigError` on an id it does not know (what it returns is unused)
+    :param make: The VecEnv for :class:`EnvSettings`
+    """
+
+    name: str
+    claims: Callable[[str, str], bool]
+    check: Callable[[str], object]
+    make: Callable[[EnvSettings], VecEnv]
+
+
+def _check_gymnasium_id(env_id: str) -> None:
+    """
+    ``package.module:EnvId-v0`` imports ``package.module`` first (Gymnasium's syntax), so a package can register its
+    environments on import.
+    """
     module, sep, name = env_id.rpartition(":")
     if sep:
         try:
@@ -59,6 +120,111 @@ def check_env_id(env_id: str) -> None:
         )
 
 
+def _make_gymnasium_env(settings: EnvSettings) -> VecEnv:
+    """``n_envs`` Monitor-wrapped copies in SB3's DummyVecEnv or SubprocVecEnv."""
+    if settings.vec_env not in VEC_ENVS:
+        raise ConfigError(
+            f"--vec-env {settings.vec_env!r} is not known.{did_you_mean(settings.vec_env, VEC_ENV_KINDS)} "
+            f"Use one of {', '.join(VEC_ENV_KINDS)}"
+        )
+    try:
+        venv = make_vec_env(
+            settings.env_id,
+            n_envs=settings.n_envs,
+            seed=settings.seed,
+            env_kwargs=settings.env_kwargs,
+            wrapper_class=settings.wrap,
+            vec_env_cls=VEC_ENVS[settings.vec_env],
+        )
+    except TypeError as error:
+        raise ConfigError(
+            f"{settings.where}: `env_kwargs` {settings.env_kwargs} rejected by {settings.env_id}: {error}"
+        ) from None
+    return VecFrameStack(venv, settings.frame_stack) if settings.frame_stack else venv
+
+
+def _make_batched_gymnasium_env(settings: EnvSettings) -> VecEnv:
+    """Gymnasium's vector environments or envpool (:mod:`sb3_safe.vector`)."""
+    name = settings.env_id.split(":")[-1]
+    venv = make_batched_env(settings.vec_env, name, settings.n_envs, settings.seed, settings.env_kwargs, settings.wrappers)
+    return VecFrameStack(venv, settings.frame_stack) if settings.frame_stack else venv
+
+
+def _make_pettingzoo_env(settings: EnvSettings) -> VecEnv:
+    """
+    ``n_envs`` copies of a PettingZoo environment in one process, a slot per agent, seeded from ``seed``:
+    :class:`~sb3_safe.multiagent.PettingZooVecEnv`, or SuperSuit's stack with ``pettingzoo_adapter: supersuit``
+    (training environments only; evaluation always counts team returns through sb3-safe's adapter). A fault
+    wrapper strikes the first agent.
+    """
+    from sb3_safe.multiagent.wrappers import FirstAgentWrapper
+
+    def make() -> Any:
+        env = make_parallel_env(settings.env_id, settings.env_kwargs)
+        return FirstAgentWrapper(env, settings.wrap) if settings.wrappers else env
+
+    venv: VecEnv
+    if not settings.evaluation and settings.adapter == "supersuit":
+        from sb3_safe.multiagent.supersuit import make_supersuit_env
+
+        venv = make_supersuit_env(make, settings.n_envs)
+    else:
+        venv = PettingZooVecEnv(
+            [make] * settings.n_envs, centralized_critic=settings.centralized_critic, agent_id=settings.agent_id
+        )
+    venv.seed(settings.seed)
+    return VecFrameStack(venv, settings.frame_stack) if settings.frame_stack else venv
+
+
+def _make_vmas_env(settings: EnvSettings) -> VecEnv:
+    """``n_envs`` copies of a VMAS scenario stepped in one call (:class:`~sb3_safe.multiagent.vmas.VmasVecEnv`)."""
+    if settings.wrappers:
+        raise ConfigError(
+            f"{settings.where}: Gymnasium wrappers (fault injection) do not apply to VMAS's batched simulator. "
+            "Use a Gymnasium or PettingZoo environment for fault suites"
+        )
+    if settings.frame_stack:
+        raise ConfigError(f"{settings.where}: `frame_stack` is not supported on VMAS environments. Remove it")
+    venv = VmasVecEnv(
+        settings.env_id,
+        settings.n_envs,
+        settings.env_kwargs,
+        device=settings.device,
+        centralized_critic=settings.centralized_critic,
+        agent_id=settings.agent_id,
+        seed=settings.seed,
+    )
+    venv.seed(settings.seed)
+    return venv
+
+
+#: Every environment family, asked in order: the first that claims an id makes its VecEnv
+FAMILIES: tuple[EnvFamily, ...] = (
+    EnvFamily("VMAS", lambda env_id, vec_env: is_vmas(env_id), check_vmas_id, _make_vmas_env),
+    EnvFamily("PettingZoo", lambda env_id, vec_env: is_pettingzoo(env_id), check_pettingzoo_id, _make_pettingzoo_env),
+    EnvFamily(
+        "batched Gymnasium", lambda env_id, vec_env: vec_env in BATCHED, _check_gymnasium_id, _make_batched_gymnasium_env
+    ),
+    EnvFamily("Gymnasium", lambda env_id, vec_env: True, _check_gymnasium_id, _make_gymnasium_env),
+)
+
+
+def family_of(env_id: str, vec_env: str = "dummy") -> EnvFamily:
+    """:return: The family whose environments ``env_id`` names (stepped as ``vec_env`` where that applies)"""
+    return next(family for family in FAMILIES if family.claims(env_id, vec_env))
+
+
+def check_env_id(env_id: str) -> None:
+    """
+    Fail early, with a suggestion, on an environment id its family does not know: a Gymnasium id
+    (``package.module:EnvId-v0`` imports ``package.module`` first), ``pettingzoo:<module>`` (a PettingZoo
+    environment module's ``parallel_env``) or ``vmas:<scenario>``.
+
+    :param env_id: The id
+    """
+    family_of(env_id).check(env_id)
+
+
 def _import_class(path: str) -> Any:
     module, _, name = path.rpartition(".")
     try:
@@ -69,17 +235,37 @@ def _import_class(path: str) -> Any:
         ) from None
 
 
-def _wrapper(config: TrainConfig) -> Callable[[gym.Env], gym.Env] | None:
-    wrappers = [(_import_class(path), kwargs) for path, kwargs in config.env_wrappers]
-    if not wrappers:
-        return None
+def _profile_wrappers(config: TrainConfig) -> list[Callable[[gym.Env], gym.Env]]:
+    return [functools.partial(_import_class(path), **kwargs) for path, kwargs in config.env_wrappers]
 
-    def wrap(env: gym.Env) -> gym.Env:
-        for cls, kwargs in wrappers:
-            env = cls(env, **kwargs)
-        return env
 
-    return wrap
+def env_settings(
+    config: TrainConfig,
+    seed: int,
+    *,
+    n_envs: int | None = None,
+    vec_env: str = "dummy",
+    wrapper: Callable[[gym.Env], gym.Env] | None = None,
+    evaluation: bool = False,
+    device: str = "cpu",
+) -> EnvSettings:
+    """:return: What the environment's family needs from the profile block and the run (see :func:`make_env`)"""
+    values = config.values
+    return EnvSettings(
+        env_id=config.env_id,
+        n_envs=n_envs or config.n_envs,
+        seed=seed,
+        env_kwargs=dict(config.env_kwargs),
+        wrappers=(*_profile_wrappers(config), *(() if wrapper is None else (wrapper,))),
+        frame_stack=config.frame_stack,
+        vec_env=vec_env,
+        centralized_critic=bool(values.get("centralized_critic", False)),
+        agent_id=bool(values.get("agent_id", False)),
+        adapter=str(values.get("pettingzoo_adapter", "sb3_safe")),
+        evaluation=evaluation,
+        device=device,
+        where=config.where(),
+    )
 
 
 def make_env(
@@ -93,7 +279,8 @@ def make_env(
     device: str = "cpu",
 ) -> VecEnv:
     """
-    The training VecEnv: ``n_envs`` Monitor-wrapped copies, the profile's wrappers, frame stacking.
+    The training VecEnv, made by the environment's family (:data:`FAMILIES`): ``n_envs`` copies (Monitor-wrapped for
+    Gymnasium), the profile's wrappers, frame stacking.
 
     VecNormalize is added separately (:func:`wrap_normalize`), because a
     resumed run loads its statistics instead of starting new ones.
@@ -110,98 +297,12 @@ def make_env(
     :param device: Torch device of a batched simulator (VMAS); keep it the model's
     :return: The VecEnv
     """
-    check_env_id(config.env_id)
-    if is_vmas(config.env_id):
-        return _make_vmas_env(config, seed, n_envs or config.n_envs, wrapper, device)
-    if config.multiagent:
-        return _make_multiagent_env(config, seed, n_envs or config.n_envs, wrapper, supersuit=not evaluation)
-    if vec_env not in VEC_ENV_KINDS:
-        raise ConfigError(
-            f"--vec-env {vec_env!r} is not known.{did_you_mean(vec_env, VEC_ENV_KINDS)} Use one of {', '.join(VEC_ENV_KINDS)}"
-        )
-    profile_wrapper = _wrapper(config)
-    if vec_env in BATCHED:
-        wrappers = [w for w in (profile_wrapper, wrapper) if w is not None]
-        venv = make_batched_env(
-            vec_env, config.env_id.split(":")[-1], n_envs or config.n_envs, seed, config.env_kwargs, wrappers
-        )
-        return VecFrameStack(venv, config.frame_stack) if config.frame_stack else venv
-
-    def wrap(env: gym.Env) -> gym.Env:
-        if profile_wrapper is not None:
-            env = profile_wrapper(env)
-        return env if wrapper is None else wrapper(env)
-
-    try:
-        venv = make_vec_env(
-            config.env_id,
-            n_envs=n_envs or config.n_envs,
-            seed=seed,
-            env_kwargs=config.env_kwargs,
-            wrapper_class=wrap,
-            vec_env_cls=VEC_ENVS[vec_env],
-        )
-    except TypeError as error:
-        raise ConfigError(f"{config.where()}: `env_kwargs` {config.env_kwargs} rejected by {config.env_id}: {error}") from None
-    if config.frame_stack:
-        venv = VecFrameStack(venv, config.frame_stack)
-    return venv
-
-
-def _make_multiagent_env(
-    config: TrainConfig, seed: int, n_envs: int, wrapper: Callable[[gym.Env], gym.Env] | None, supersuit: bool
-) -> VecEnv:
-    """
-    ``n_envs`` copies of a PettingZoo environment in one process, a slot per agent, seeded from
-    ``seed``: :class:`~sb3_safe.multiagent.PettingZooVecEnv`, or SuperSuit's stack when the profile
-    says ``pettingzoo_adapter: supersuit`` (training environments only; evaluation always counts
-    team returns through sb3-safe's adapter). A fault ``wrapper`` strikes the first agent.
-    """
-    from sb3_safe.multiagent.wrappers import FirstAgentWrapper
-
-    def make() -> Any:
-        env = make_parallel_env(config.env_id, config.env_kwargs)
-        return env if wrapper is None else FirstAgentWrapper(env, wrapper)
-
-    venv: VecEnv
-    if supersuit and config.values.get("pettingzoo_adapter") == "supersuit":
-        from sb3_safe.multiagent.supersuit import make_supersuit_env
-
-        venv = make_supersuit_env(make, n_envs)
-    else:
-        venv = PettingZooVecEnv(
-            [make] * n_envs,
-            centralized_critic=bool(config.values.get("centralized_critic", False)),
-            agent_id=bool(config.values.get("agent_id", False)),
-        )
-    venv.seed(seed)
-    if config.frame_stack:
-        venv = VecFrameStack(venv, config.frame_stack)
-    return venv
-
-
-def _make_vmas_env(
-    config: TrainConfig, seed: int, n_envs: int, wrapper: Callable[[gym.Env], gym.Env] | None, device: str
-) -> VecEnv:
-    """``n_envs`` copies of a VMAS scenario stepped in one call (:class:`~sb3_safe.multiagent.vmas.VmasVecEnv`)."""
-    if wrapper is not None:
-        raise ConfigError(
-            f"{config.where()}: Gymnasium wrappers (fault injection) do not apply to VMAS's batched simulator. "
-            "Use a Gymnasium or PettingZoo environment for fault suites"
-        )
-    if config.frame_stack:
-        raise ConfigError(f"{config.where()}: `frame_stack` is not supported on VMAS environments. Remove it")
-    venv = VmasVecEnv(
-        config.env_id,
-        n_envs,
-        config.env_kwargs,
-        device=device,
-        centralized_critic=bool(config.values.get("centralized_critic", False)),
-        agent_id=bool(config.values.get("agent_id", False)),
-        seed=seed,
+    family = family_of(config.env_id, vec_env)
+    family.check(config.env_id)
+    settings = env_settings(
+        config, seed, n_envs=n_envs, vec_env=vec_env, wrapper=wrapper, evaluation=evaluation, device=device
     )
-    venv.seed(seed)
-    return venv
+    return family.make(settings)
 
 
 def wrap_normalize(venv: VecEnv, config: TrainConfig, stats: Path | None = None) -> VecEnv:
