@@ -56,6 +56,7 @@ type: $(STAMP)
 	$(BIN)/mypy sb3_safe tests benchmarks
 
 pytest: $(STAMP)
+	.ci/ensure-chromium
 	.ci/with-postgres $(PY) -m pytest -n 2 tests
 
 # The wheel as users install it, in a new virtual environment, used from outside the clone.

@@ -155,6 +155,20 @@ def _add_diagnose(subparsers: argparse._SubParsersAction) -> None:  # type: igno
     p.add_argument("--target-kl", type=_positive_float, help="the run's target_kl, for kl_spike (default: from config.yml)")
 
 
+def _add_report(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "report",
+        help="a run's health on one HTML page",
+        description="Draw a run's curves and health signals on one shared step axis with its findings, rollbacks and "
+        "resumes marked, with its findings, evaluation, checkpoints, resume chain and profile: one self-contained HTML "
+        "file that opens from disk (sb3-safe run folders, SB3's progress.csv, TensorBoard events).",
+    )
+    p.add_argument("path", type=Path, help="run folder, progress.csv, TensorBoard event file or folder")
+    p.add_argument(
+        "--out", type=Path, metavar="REPORT.html", help="where to write it (default: report.html in the run folder)"
+    )
+
+
 def _add_recover(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "recover",
@@ -263,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(subparsers)
     _add_eval(subparsers)
     _add_diagnose(subparsers)
+    _add_report(subparsers)
     _add_recover(subparsers)
     _add_tune(subparsers)
     _add_bench(subparsers)
@@ -334,6 +349,14 @@ def _diagnose(args: argparse.Namespace, argv: Sequence[str]) -> int:
         title = f"{diagnosis.source.parent.name}/{diagnosis.source.name}\n{diagnosis.verdict}"
         plot_health(diagnosis.history, diagnosis.worst_first, args.plot, title)
     print(diagnosis.as_json() if args.json else diagnosis.report())
+    return 0
+
+
+def _report(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from sb3_safe.report import write_report
+
+    out = write_report(args.path, args.out)
+    print(f"Report: {out} (open it in a browser: file://{out.resolve()})", flush=True)
     return 0
 
 
@@ -428,6 +451,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, Sequence[str]], int]] = {
     "train": _train,
     "eval": _eval,
     "diagnose": _diagnose,
+    "report": _report,
     "recover": _recover,
     "tune": _tune,
     "bench": _bench,
