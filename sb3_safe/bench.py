@@ -382,7 +382,10 @@ def markdown_table(table: list[dict[str, Any]]) -> str:
 
 
 def write_outputs(rows: list[dict[str, Any]], out: Path, suite: Suite) -> list[Path]:
-    """Write ``results.csv``, ``summary.csv``, ``summary.md`` and one learning-curve PNG per environment."""
+    """
+    Write ``results.csv``, ``summary.csv``, ``summary.md`` (linking each run's ``report.html``) and one learning-curve
+    PNG per environment.
+    """
     plain = [{k: v for k, v in row.items() if not k.startswith("curve_")} for row in rows]
     with open(out / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, list(plain[0]))
@@ -393,8 +396,30 @@ def write_outputs(rows: list[dict[str, Any]], out: Path, suite: Suite) -> list[P
         writer = csv.DictWriter(f, list(table[0]))
         writer.writeheader()
         writer.writerows(table)
-    (out / "summary.md").write_text(markdown_table(table))
+    reports = _write_reports(rows, out)
+    (out / "summary.md").write_text(markdown_table(table) + _report_links(reports, out))
     return _plot_curves(rows, out)
+
+
+def _write_reports(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+    """Each run's ``report.html`` (``sb3-safe report``), by run label; a run without a log has none."""
+    from sb3_safe.report import write_report
+
+    reports = {}
+    for row in rows:
+        run = out / "runs" / str(row["env"]) / f"{row['config']}-s{row['seed']}"
+        try:
+            reports[f"{row['env']} {row['config']} seed {row['seed']}"] = write_report(run)
+        except (RunFolderError, ConfigError):
+            continue  # crashed before its first update: nothing to draw
+    return reports
+
+
+def _report_links(reports: dict[str, Path], out: Path) -> str:
+    if not reports:
+        return ""
+    links = "\n".join(f"- [{label}]({path.relative_to(out)})" for label, path in reports.items())
+    return f"\n\nEach run's health report (`sb3-safe report`):\n\n{links}\n"
 
 
 def _plot_curves(rows: list[dict[str, Any]], out: Path) -> list[Path]:

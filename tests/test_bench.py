@@ -66,6 +66,9 @@ def test_tiny_suite_end_to_end_and_resume(tmp_path: Path):
     write_outputs(rows, tmp_path / "out", suite)
     for name in ("results.csv", "summary.csv", "summary.md", "curves-Pendulum-v1.png", "curves-Pendulum-v1_nan-obs.png"):
         assert (tmp_path / "out" / name).is_file(), name
+    summary_md = (tmp_path / "out" / "summary.md").read_text()
+    link = "[Pendulum-v1+nan-obs safe seed 0](runs/Pendulum-v1+nan-obs/safe-s0/report.html)"
+    assert link in summary_md and (tmp_path / "out" / "runs" / "Pendulum-v1+nan-obs" / "safe-s0" / "report.html").is_file()
     with open(tmp_path / "out" / "summary.csv") as f:
         summary = {(r["env"], r["config"]): r for r in csv.DictReader(f)}
     assert summary[("Pendulum-v1+nan-obs", "sb3-zoo")]["crashes"] == "1"
