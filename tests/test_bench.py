@@ -66,9 +66,6 @@ def test_tiny_suite_end_to_end_and_resume(tmp_path: Path):
     write_outputs(rows, tmp_path / "out", suite)
     for name in ("results.csv", "summary.csv", "summary.md", "curves-Pendulum-v1.png", "curves-Pendulum-v1_nan-obs.png"):
         assert (tmp_path / "out" / name).is_file(), name
-    summary_md = (tmp_path / "out" / "summary.md").read_text()
-    link = "[Pendulum-v1+nan-obs safe seed 0](runs/Pendulum-v1+nan-obs/safe-s0/report.html)"
-    assert link in summary_md and (tmp_path / "out" / "runs" / "Pendulum-v1+nan-obs" / "safe-s0" / "report.html").is_file()
     with open(tmp_path / "out" / "summary.csv") as f:
         summary = {(r["env"], r["config"]): r for r in csv.DictReader(f)}
     assert summary[("Pendulum-v1+nan-obs", "sb3-zoo")]["crashes"] == "1"
@@ -103,3 +100,16 @@ def test_a_finished_run_of_an_edited_profile_is_run_again_and_kept(tmp_path: Pat
     run_suite(suite, out)  # edited back: the newer run moves beside the first, under a free name
     assert (out / "superseded" / "Pendulum-v1" / "mine-s0-2" / "result.json").is_file()
     assert "learning_rate: 0.001" in (run / "config.yml").read_text()
+
+
+def test_the_summary_links_each_runs_report(tmp_path: Path):
+    """A run with logged updates gets its report.html, linked from summary.md; one that crashed before any does not."""
+    from sb3_safe.bench import _report_links, _write_reports
+    from tests.test_recover import write_run
+
+    write_run(tmp_path / "runs" / "Pendulum-v1" / "safe-s0", [-1200.0 + 30 * i for i in range(10)], [0.004] * 10)
+    (tmp_path / "runs" / "Pendulum-v1" / "baseline-s0").mkdir()
+    rows = [{"env": "Pendulum-v1", "config": config, "seed": 0} for config in ("safe", "baseline")]
+    reports = _write_reports(rows, tmp_path)
+    assert list(reports) == ["Pendulum-v1 safe seed 0"] and reports["Pendulum-v1 safe seed 0"].is_file()
+    assert "- [Pendulum-v1 safe seed 0](runs/Pendulum-v1/safe-s0/report.html)" in _report_links(reports, tmp_path)
