@@ -4,11 +4,15 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 TORCH_SPEC ?= torch==$(TORCH_VERSION)
+# `make train` and `make tune` install what training needs (TRAIN_EXTRAS); every other target installs everything
+# (EXTRAS: tests, docs, benchmarks).
+TRAIN_EXTRAS ?= plots,envs,tune,marl
 EXTRAS ?= dev,docs,plots,envs,tune,marl,batched,cluster
 
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 STAMP := $(VENV)/.sb3-safe-installed
+TRAIN_STAMP := $(VENV)/.sb3-safe-train-installed
 
 # make train. ENV is read from the command line only (make train ENV=...): POSIX shells use an
 # ENV environment variable for their own start-up file.
@@ -32,12 +36,18 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
-	touch $(STAMP)
+	touch $(STAMP) $(TRAIN_STAMP)
 
-train: $(STAMP)
+$(TRAIN_STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[$(TRAIN_EXTRAS)]"
+	touch $(TRAIN_STAMP)
+
+train: $(TRAIN_STAMP)
 	$(BIN)/sb3-safe train --env $(TRAIN_ENV) --profile $(PROFILE) --seed $(SEED) $(if $(STEPS),--timesteps $(STEPS)) $(ARGS)
 
-tune: $(STAMP)
+tune: $(TRAIN_STAMP)
 	$(BIN)/sb3-safe tune --env $(TUNE_ENV) --profile $(PROFILE) --trials $(TRIALS) --workers $(WORKERS) $(if $(STEPS),--timesteps $(STEPS)) $(ARGS)
 
 # Everything CI runs. pytest starts PostgreSQL itself where it can (.ci/with-postgres) and says at the
