@@ -112,6 +112,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     )
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
     p.add_argument("--checkpoint", type=Path, help="resume from this model .zip (its VecNormalize statistics beside it)")
+    p.add_argument(
+        "--dry-run", action="store_true", help="print the resolved profile block and which blocks made it; train nothing"
+    )
     p.add_argument("--runs-root", type=Path, default=Path("runs"), help="parent of run folders (default: %(default)s)")
     p.add_argument("--run-dir", type=Path, help="exact run folder (must not exist)")
     p.add_argument(
@@ -300,6 +303,12 @@ def _train(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.keep_checkpoints is not None:
         overrides["keep_checkpoints"] = args.keep_checkpoints
     config = load_config(args.profile, args.env, overrides)
+    if args.dry_run:
+        import yaml
+
+        print(f"# {config.source}: blocks {', '.join(config.blocks)} (later ones win); every default filled in")
+        print(yaml.safe_dump({config.env_id: config.effective_values()}, sort_keys=False, default_flow_style=None), end="")
+        return 0
     settings = TrainSettings(
         seed=args.seed,
         runs_root=args.runs_root,

@@ -306,3 +306,18 @@ def test_each_environment_draws_from_its_own_stream():
 
     for alone, shared in zip(rollout(False), rollout(True), strict=True):
         np.testing.assert_array_equal(alone, shared)
+
+
+def test_a_scenario_without_a_block_of_its_own_gets_the_vmas_block(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    config = load_config("safe", "vmas:wheel")
+    assert config.blocks == ("default", "vmas:")
+    assert config.values["centralized_critic"] and config.values["agent_id"] and config.values["n_envs"] == 500
+    assert config.values["value_loss"] == "blend"  # the stabilizers of `default` stay
+    assert load_config("safe", "vmas:balance").blocks == ("default", "vmas:", "vmas:balance")
+    assert main(["train", "--env", "vmas:wheel", "--dry-run", "--runs-root", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    assert "blocks default, vmas:" in out and "centralized_critic: true" in out and "vmas:wheel:" in out
+    assert not (tmp_path / "runs").exists()
+    # a run's config.yml holds the same resolved block
+    result = train(config.with_overrides({**TINY, "n_timesteps": 256}), seed=0, runs_root=tmp_path, eval_freq=10**6)
+    assert RunFolder(result.run_dir).read_config()[1]["centralized_critic"] is True

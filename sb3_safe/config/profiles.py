@@ -26,8 +26,19 @@ from sb3_safe.errors import ConfigError, did_you_mean
 
 #: Where values given with ``--set`` and ``--timesteps`` come from, in errors
 COMMAND_LINE = "command line (--set)"
+#: Id prefixes whose environments share a family block (``vmas:``) in a profile
+FAMILY_PREFIXES = ("vmas", "pettingzoo")
 
-__all__ = ["BUNDLED_HYPERPARAMS", "PROFILE_DIRS", "canonical_block", "find_profile", "load_config", "merge", "parse_overrides"]
+__all__ = [
+    "BUNDLED_HYPERPARAMS",
+    "PROFILE_DIRS",
+    "canonical_block",
+    "family_block",
+    "find_profile",
+    "load_config",
+    "merge",
+    "parse_overrides",
+]
 
 
 def _bundled_hyperparams() -> Path:
@@ -85,7 +96,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def load_config(profile: str, env_id: str, overrides: Mapping[str, Any] | None = None) -> TrainConfig:
     """
-    Read a profile and validate the block for ``env_id`` (merged over ``default``).
+    Read a profile and validate the block for ``env_id``: merged over its family's block (``vmas:`` for
+    ``vmas:<scenario>``), itself merged over ``default``.
 
     :param profile: Profile name or path
     :param env_id: Environment id; for ``module:EnvId-v0`` the block may be keyed by either form
@@ -103,7 +115,8 @@ def load_config(profile: str, env_id: str, overrides: Mapping[str, Any] | None =
             f"Blocks: {', '.join(envs)}. Add a block for {short_id} or a default"
         )
     block: dict[str, Any] = {}
-    for name in ("default", key):
+    used = [name for name in ("default", family_block(env_id), key) if name is not None and name in data]
+    for name in used:
         part = data.get(name) or {}
         if not isinstance(part, dict):
             raise ConfigError(f"{source} [{name}]: a block is a mapping of keys to values, got {part!r}")
@@ -112,7 +125,18 @@ def load_config(profile: str, env_id: str, overrides: Mapping[str, Any] | None =
         given = canonical_block(dict(overrides), COMMAND_LINE, env_id)
         check_keys(given, f"{COMMAND_LINE} [{env_id}]")  # a bad --set value is the command line's, not the profile's
         block = merge(block, given)
-    return TrainConfig(env_id=env_id, profile=profile, source=source, values=validate(block, source, env_id))
+        used.append(COMMAND_LINE)
+    values = validate(block, source, env_id)
+    return TrainConfig(env_id=env_id, profile=profile, source=source, values=values, blocks=tuple(used))
+
+
+def family_block(env_id: str) -> str | None:
+    """
+    The block every environment of a family starts from, between ``default`` and its own: ``vmas:`` for
+    ``vmas:<scenario>``, ``pettingzoo:`` for ``pettingzoo:<module>`` (``None`` for a Gymnasium id).
+    """
+    prefix, sep, _ = env_id.partition(":")
+    return f"{prefix}:" if sep and prefix in FAMILY_PREFIXES else None
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, Any]:

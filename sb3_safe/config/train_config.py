@@ -38,12 +38,15 @@ class TrainConfig:
     :param profile: The profile as given (name or path)
     :param source: The file it was read from
     :param values: Every key of the block, validated and in canonical form (plain YAML data)
+    :param blocks: The profile's blocks merged into it, in order (``default``, a family's such as ``vmas:``, the
+        environment's own), then the command line's values
     """
 
     env_id: str
     profile: str
     source: Path
     values: Mapping[str, Any] = field(default_factory=dict)
+    blocks: tuple[str, ...] = ()
 
     @property
     def algo(self) -> str:
