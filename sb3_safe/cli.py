@@ -144,6 +144,14 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation env (default: %(default)s)")
     p.add_argument("--stochastic", action="store_true", help="sample actions instead of taking the mode")
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument(
+        "--video",
+        type=Path,
+        metavar="PATH",
+        help="also record --video-episodes greedy episodes to PATH (.mp4 or .gif; in the run folder as video.mp4, "
+        "`sb3-safe report` shows it)",
+    )
+    p.add_argument("--video-episodes", type=_positive_int, default=3, help="episodes in the video (default: %(default)s)")
 
 
 def _add_diagnose(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -341,10 +349,20 @@ def _finished(result: TrainResult) -> int:
 def _eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from sb3_safe.training import evaluate
 
+    if args.video is not None:  # a missing encoder or a bad name is one line before any episode is played
+        from sb3_safe.video import _encoder
+
+        _encoder(args.video)
+
     result = evaluate(
         args.target, episodes=args.episodes, seed=args.seed, deterministic=not args.stochastic, device=args.device
     )
     print(f"{result.model_path}: mean return {result.mean:.2f} +/- {result.std:.2f} over {result.episodes} episodes")
+    if args.video is not None:
+        from sb3_safe.video import record_video
+
+        frames = record_video(args.target, args.video, episodes=args.video_episodes, seed=args.seed, device=args.device)
+        print(f"Video: {args.video} ({frames} frames, {args.video_episodes} episodes)")
     return 0
 
 

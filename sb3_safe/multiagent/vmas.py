@@ -223,7 +223,8 @@ class VmasVecEnv(TeamVecEnv):
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         """:return: The VMAS environment's attribute, once per requested slot (every slot shares it)"""
-        value = getattr(self.env, attr_name, None) if attr_name == "render_mode" else getattr(self.env, attr_name)
+        # VMAS renders rgb_array frames of any copy on demand (get_images): that is its render mode
+        value = "rgb_array" if attr_name == "render_mode" else getattr(self.env, attr_name)
         return [value for _ in self._indices(indices)]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
