@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -23,7 +25,9 @@ autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 # SB3 and torch are documented elsewhere: their types are named, not linked.
-nitpicky = False
+nitpicky = True
+# Only sb3-safe's own objects must resolve: references to SB3, torch, Gymnasium and the standard library stay plain.
+nitpick_ignore_regex = [(r"py:.*", r"^(?!sb3_safe).*"), (r"py:.*", r".*\._\w+$"), (r"py:.*", r"^sb3_safe\.confirmation\.T$")]
 html_theme = "furo"
 html_title = f"sb3-safe {release}"
 html_static_path = ["_static"]
@@ -56,3 +60,29 @@ def _profile_keys_page() -> None:
 
 
 _profile_keys_page()
+
+
+def _resolve_gathered_name(app: Any, env: Any, node: Any, contnode: Any) -> Any:
+    """
+    ``sb3_safe.SafePPO``, ``sb3_safe.callbacks.HealthMonitorCallback``: names a package gathers from its modules are
+    documented where they are defined; a reference by the package's name links there.
+    """
+    target = node.get("reftarget", "")
+    if node.get("refdomain") != "py" or not target.startswith("sb3_safe."):
+        return None
+    module_name, _, name = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError):
+        return None
+    home = getattr(obj, "__module__", None)
+    if not home or home == module_name:
+        return None
+    node["reftarget"] = f"{home}.{name}"
+    domain = env.get_domain("py")
+    return domain.resolve_xref(env, node["refdoc"], app.builder, node["reftype"], node["reftarget"], node, contnode)
+
+
+def setup(app: Any) -> None:
+    app.connect("missing-reference", _resolve_gathered_name)
+

@@ -35,6 +35,7 @@ __all__ = [
     "wrap_normalize",
 ]
 
+#: SB3's VecEnv classes by their ``--vec-env`` name
 VEC_ENVS: dict[str, type[DummyVecEnv] | type[SubprocVecEnv]] = {"dummy": DummyVecEnv, "subproc": SubprocVecEnv}
 #: Every ``--vec-env`` value: SB3's VecEnv classes, then the batched ones (:mod:`sb3_safe.vector`)
 VEC_ENV_KINDS = (*VEC_ENVS, *BATCHED)
