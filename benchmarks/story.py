@@ -106,7 +106,9 @@ def paired_evaluation(base: Path, recovered_run: Path, onset: int, episodes: int
     candidates = {step: evaluate(path, episodes=episodes, seed=seed, run=base) for step, path in before}
     best_step = max(candidates, key=lambda s: candidates[s].mean)
     best = candidates[best_step]
-    end = evaluate(base, episodes=episodes, seed=seed)
+    final = RunFolder(base).final_model
+    end_model = final if final.is_file() else RunFolder(base).checkpoints()[-1][1]  # a baseline stopped after its blow-up
+    end = evaluate(end_model, episodes=episodes, seed=seed, run=base)
     rec = evaluate(recovered_run, episodes=episodes, seed=seed)
     sem = {name: float(np.std(r.returns, ddof=1) / np.sqrt(episodes)) for name, r in (("b", best), ("e", end), ("r", rec))}
     return {
@@ -114,7 +116,7 @@ def paired_evaluation(base: Path, recovered_run: Path, onset: int, episodes: int
         "seed": seed,
         "pre_onset_candidates": {str(s): r.mean for s, r in candidates.items()},
         "best_pre_onset": {"step": best_step, "mean": best.mean, "sem": sem["b"]},
-        "collapsed_end": {"mean": end.mean, "sem": sem["e"]},
+        "collapsed_end": {"model": end_model.name, "mean": end.mean, "sem": sem["e"]},
         "recovered_end": {"mean": rec.mean, "sem": sem["r"]},
         "recovered_minus_best_pre_onset": _paired(rec.returns, best.returns),
         "collapsed_minus_best_pre_onset": _paired(end.returns, best.returns),
@@ -154,9 +156,10 @@ def main() -> None:
     parser.add_argument("--kill-at", type=float, default=0.5, help="kill the recovery this far into its steps")
     parser.add_argument("--episodes", type=int, default=100, help="episodes of the paired evaluation")
     parser.add_argument("--seed", type=int, default=2000, help="seed of the paired evaluation's episodes")
+    parser.add_argument("--baseline", type=Path, help="a baseline run folder that exists already (trained to its blow-up)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    base = baseline(args.out)
+    base = args.baseline if args.baseline is not None else baseline(args.out)
     trouble = find_trouble(base)
     if trouble is None:
         raise SystemExit(f"story: {base} has no finding: nothing to recover (the run did not blow up)")
