@@ -1,0 +1,47 @@
+"""The detectors on real 100M-step MAPPO runs (tests/data/long-transport): what they call critical, and when."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+from sb3_safe.diagnose import diagnose, iter_history
+from sb3_safe.health import HealthHistory, Thresholds, detect
+from sb3_safe.runs import RunFolder
+
+RECORDS = Path(__file__).parent / "data" / "long-transport"
+
+
+def record(name: str, tmp_path: Path) -> Path:
+    """The record as a run folder (its progress.csv unpacked)."""
+    source, folder = RECORDS / name, tmp_path / name
+    folder.mkdir()
+    for file in source.iterdir():
+        if file.name == "progress.csv.gz":
+            with gzip.open(file, "rb") as packed, open(folder / "progress.csv", "wb") as out:
+                shutil.copyfileobj(packed, out)
+        else:
+            shutil.copy(file, folder / file.name)
+    return folder
+
+
+def live_replay(folder: Path) -> list[tuple[str, str, int]]:
+    """The rows fed one by one to a HealthHistory, as the live monitor does after every update: every finding seen."""
+    history = HealthHistory(Thresholds())
+    seen = []
+    rows, _ = iter_history(folder)
+    for row in rows:
+        history.push(row)
+        seen += [(f.code, f.severity, f.timestep) for f in detect(history)]
+    return seen
+
+
+def test_a_noisy_healthy_baseline_raises_nothing_critical(tmp_path: Path):
+    folder = record("baseline-s0-76M", tmp_path)
+    # what the monitor of the code that made it said: four critical reward collapses on two-update dips
+    said = [(e["code"], e["severity"], e["timestep"]) for e in RunFolder(folder).health_events(("finding",))]
+    assert said == [("reward_collapse", "critical", s) for s in (15_900_000, 34_100_000, 37_500_000, 61_900_000)]
+    diagnosis = diagnose(folder)
+    assert diagnosis.updates == 765 and [f for f in diagnosis.findings if f.severity == "critical"] == []
+    assert [s for s in live_replay(folder) if s[1] == "critical"] == []
