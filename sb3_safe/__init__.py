@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SafeMaskablePPO", "SafePPO", "SafeRecurrentPPO", "__version__"]
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 # The algorithm classes load on first use (PEP 562), so that `import sb3_safe.config` and reading
 # a profile do not import torch; `from sb3_safe import SafePPO` works as before.
