@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -377,9 +378,43 @@ def test_recover_end_to_end_after_a_forced_crash(tmp_path: Path, capsys: pytest.
     assert chain["parent_run"] == str(parent.resolve()) and chain["checkpoint_timestep"] == recovery.checkpoint[0]
     assert chain["trouble"] == trouble.code and "newest checkpoint before it" in chain["reason"]
     assert any("reward normalization on" in change for change in info["resume_changes"])
+    # the recovered policy and its checkpoint were compared on the same episodes; the better one is model.zip
+    compared = json.loads((child / "result.json").read_text())["recovery"]
+    assert compared["episodes"] == 20 and compared["kept"] in ("recovered", "checkpoint")
+    assert Path(compared["checkpoint"]) == recovery.checkpoint[1].resolve()
+    kept_trained = (child / "trained_model.zip").is_file()
+    assert kept_trained == (compared["kept"] == "checkpoint")
+    assert (compared["recovered_mean"] >= compared["checkpoint_mean"]) == (compared["kept"] == "recovered")
     # and a second recovery never overwrites the first
     again = recover(parent, progress_bar=False)
     assert again.result is not None and again.result.run_dir.name == "parent.recover-safe-2"
+
+
+def test_a_recovery_worse_than_its_checkpoint_keeps_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The safe profile can fail to regain what a run lost: then model.zip is the checkpoint, the trained one kept beside."""
+    import sb3_safe.training
+    from sb3_safe.checkpoints import stats_path_for
+    from sb3_safe.recover import keep_better
+    from sb3_safe.training import EvalResult
+
+    result = train(config("safe", 1024), seed=0, run_dir=tmp_path / "run", save_freq=512, eval_freq=10_000)
+    folder = RunFolder(result.run_dir)
+    checkpoint = folder.checkpoints()[0][1]
+    trained_bytes, checkpoint_bytes = folder.final_model.read_bytes(), checkpoint.read_bytes()
+    scores = {folder.final_model: -900.0, checkpoint: -300.0}
+
+    def evaluate(target: Path, **kwargs: Any) -> EvalResult:
+        model = RunFolder(target).final_model if target.is_dir() else target
+        return EvalResult(scores[model], 10.0, kwargs["episodes"], model, [scores[model]] * kwargs["episodes"])
+
+    monkeypatch.setattr(sb3_safe.training, "evaluate", evaluate)
+    compared = keep_better(result.run_dir, checkpoint, episodes=4, seed=0)
+    assert compared["kept"] == "checkpoint" and compared["checkpoint_mean"] == -300.0
+    assert folder.final_model.read_bytes() == checkpoint_bytes
+    assert (result.run_dir / "trained_model.zip").read_bytes() == trained_bytes
+    assert stats_path_for(folder.final_model).read_bytes() == stats_path_for(checkpoint).read_bytes()
+    assert (result.run_dir / "trained_vecnormalize.pkl").is_file()
+    assert json.loads(folder.result_file.read_text())["recovery"]["kept"] == "checkpoint"
 
 
 def test_recover_a_plain_sb3_run_folder(tmp_path: Path):
@@ -404,3 +439,15 @@ def test_recover_a_plain_sb3_run_folder(tmp_path: Path):
     assert "normalize_value on" in changes and "optimizer rebuilt with 2 parameter groups" in changes
     # SB3's VecNormalize normalized observations; the Pendulum-v1 block would not: the checkpoint's choice is kept
     assert "observations stay normalized as the checkpoint trained" in changes
+
+
+def test_a_finished_run_with_warnings_only_goes_back_to_the_first_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    run = write_run(tmp_path / "warned", [-1200.0 + 30 * i for i in range(40)], [0.004] * 40, kl_spike_at=30)
+    (run / "checkpoints" / "model_30000_steps.zip").write_bytes(b"")
+    (run / "checkpoints" / "model_32000_steps.zip").write_bytes(b"")
+    trouble = find_trouble(run)
+    assert trouble is not None and trouble.code == "kl_spike" and trouble.onset == 31_000
+    assert trouble.message.startswith("a warning, nothing critical:")
+    assert main(["recover", str(run), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "kl_spike began at step 31,000" in out and "newest checkpoint before it: model_30000_steps.zip" in out
