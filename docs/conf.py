@@ -85,4 +85,3 @@ def _resolve_gathered_name(app: Any, env: Any, node: Any, contnode: Any) -> Any:
 
 def setup(app: Any) -> None:
     app.connect("missing-reference", _resolve_gathered_name)
-
