@@ -45,3 +45,10 @@ def test_a_noisy_healthy_baseline_raises_nothing_critical(tmp_path: Path):
     diagnosis = diagnose(folder)
     assert diagnosis.updates == 764 and [f for f in diagnosis.findings if f.severity == "critical"] == []
     assert [s for s in live_replay(folder) if s[1] == "critical"] == []
+
+
+def test_the_safe_profiles_100m_step_run_raises_nothing(tmp_path: Path):
+    folder = record("safe-s0", tmp_path)
+    diagnosis = diagnose(folder)
+    assert diagnosis.updates == 999 and diagnosis.findings == []
+    assert live_replay(folder) == []
