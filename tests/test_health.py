@@ -353,6 +353,25 @@ def test_policy_blowup():
     assert "policy_blowup" not in {f.code for f in scan(capped)}
 
 
+def test_a_blowup_with_sparse_spikes():
+    """
+    The 100M-step baseline's shape: per-update approx KL from ~0.02 to a median of ~0.06 with rare huge spikes, the
+    std growing back from 0.13 to 0.33. The median of the latest 10 at 2.5x the level is enough with the std as witness.
+    """
+    calm = [healthy_row(i, approx_kl=0.02 * (1.1 if i % 2 else 0.9), std=0.13, clip_fraction=0.2) for i in range(40)]
+    late = [0.06, 0.05, 0.9, 0.07, 0.06, 0.08, 0.05, 0.07, 0.06, 0.07]
+    std_back = [healthy_row(40 + j, approx_kl=kl, std=0.13 + 0.02 * j, clip_fraction=0.25) for j, kl in enumerate(late)]
+    found = [f for f in scan([*calm, *std_back]) if f.code == "policy_blowup"]
+    # the 7th update of the rise lifts the median of the latest 10 past 2.5x; the onset is the update before the window
+    assert len(found) == 1 and found[0].severity == "critical" and found[0].timestep == 2048 * 46
+    assert found[0].onset == 2048 * 36
+    # the same KL with the std flat and only the return falling is not enough for a sparse blow-up
+    fallen = [
+        healthy_row(40 + j, approx_kl=kl, std=0.13, clip_fraction=0.25, ep_rew_mean=-1500.0) for j, kl in enumerate(late)
+    ]
+    assert "policy_blowup" not in {f.code for f in scan([*calm, *fallen])}
+
+
 def test_every_code_is_tested_here():
     tested = {
         "non_finite",

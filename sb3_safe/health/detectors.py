@@ -305,14 +305,22 @@ def _policy_blowup(history: HealthHistory, t: Thresholds, target_kl: float | Non
     window = marks[-t.blowup_window :]
     high = [step for step, is_high in window if is_high]
     level = history.kl_level()
-    if len(high) < t.blowup_updates or level is None:
+    if level is None or len(window) < t.blowup_window:
         return None
-    # the onset: the update before the window's first marked one (the deque holds one more than the window)
-    first = len(marks) - len(window) + next(i for i, (_, is_high) in enumerate(window) if is_high)
-    onset = marks[first - 1][0] if first > 0 else high[0]
     rows = list(history.rows)
+    recent = _series(rows[-t.blowup_window :], "approx_kl")
+    sustained = len(recent) == t.blowup_window and statistics.median(recent) >= t.blowup_sustained_factor * level
+    if len(high) < t.blowup_updates and not sustained:
+        return None
+    if len(high) >= t.blowup_updates:
+        # the onset: the update before the window's first marked one (the deque holds one more than the window)
+        first = len(marks) - len(window) + next(i for i, (_, is_high) in enumerate(window) if is_high)
+        onset = marks[first - 1][0] if first > 0 else high[0]
+        spiked = [row for row in rows if (row_step(row) or 0) in set(high)]
+    else:  # sustained: the update before the window
+        onset = marks[-t.blowup_window - 1][0] if len(marks) > t.blowup_window else window[0][0]
+        spiked = rows[-t.blowup_window :]
     before = [row for row in rows if (row_step(row) or 0) <= onset]
-    spiked = [row for row in rows if (row_step(row) or 0) in set(high)]
     values = {"approx_kl": float(history.last.get("approx_kl") or math.nan), "kl_level": level, "spikes": len(high)}
     signs = []
     clips = _series(spiked, "clip_fraction")
@@ -323,7 +331,7 @@ def _policy_blowup(history: HealthHistory, t: Thresholds, target_kl: float | Non
     if stds and finite(std) and std is not None and std >= t.blowup_std_regrowth * min(stds):
         values.update(std=std, std_before=min(stds))
         signs.append(f"the policy's std grew back from {min(stds):.3g} to {std:.3g}")
-    fall = _return_fall(history, t, before)
+    fall = _return_fall(history, t, before) if len(high) >= t.blowup_updates else None  # sparse: not on the return alone
     if fall is not None:
         values.update(fall)
         signs.append(f"the training return fell from {fall['ep_rew_mean_before']:.4g} to {fall['ep_rew_mean']:.4g}")
@@ -335,7 +343,8 @@ def _policy_blowup(history: HealthHistory, t: Thresholds, target_kl: float | Non
         "critical",
         values,
         f"The policy is blowing up: approx KL reached {max(_series(spiked, 'approx_kl') or [math.nan]):.3g} against the "
-        f"run's level of {level:.3g} in {len(high)} of the latest {len(window)} updates, and {', '.join(signs)}.",
+        f"run's level of {level:.3g} ({len(high)} of the latest {len(window)} updates at {t.blowup_factor:g}x it, their "
+        f"median {statistics.median(recent) if recent else math.nan:.3g}), and {', '.join(signs)}.",
         "Run `sb3-safe recover RUN`: it continues from the newest checkpoint before the onset under the safe profile "
         "(lower learning_rate, target_kl: 0.015 with kl_stop: epoch, max_grad_norm: 0.5); with rollback on, the run "
         "goes back to its last healthy state itself.",

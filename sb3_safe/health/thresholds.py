@@ -126,6 +126,10 @@ class Thresholds:
     #: the policy's std grown back to this many times its lowest before the onset, or the training return
     #: fallen below its median before the onset by ``no_progress_noise_multiple`` times the run's noise.
     blowup_std_regrowth: Multiple = 1.5
+    #: A blow-up whose spikes are sparse: the median approx KL of the latest ``blowup_window`` updates at this many
+    #: times the level, confirmed by the std grown back or the clip fraction (not by the return alone). Seen on a
+    #: 100M-step run: the median per update went from 0.023 to 0.062 (2.7x) while single updates reached 1,100.
+    blowup_sustained_factor: Multiple = 2.5
 
     def __post_init__(self) -> None:
         check_fields(self)
