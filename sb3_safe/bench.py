@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from sb3_safe.env_ids import is_multiagent
 from sb3_safe.errors import ConfigError, RunFolderError, did_you_mean
 from sb3_safe.faults import FAULTS, make_fault_wrapper
 from sb3_safe.health import evaluation_collapse
@@ -439,9 +440,10 @@ def _plot_curves(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             mean = values.mean(axis=0)
             line = ax.plot(steps, mean, label=f"{config} ({len(curves)} seeds)")[0]
             ax.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
-        ax.set_title(f"{env}: evaluation return (mean over seeds, band: min-max; crashed runs left out)", fontsize=10)
-        ax.set_xlabel("environment steps")
-        ax.set_ylabel("mean evaluation return")
+        multiagent = is_multiagent(env.split("+")[0])
+        ax.set_title(f"{env}: evaluation return\n(mean over seeds, band: min-max; crashed runs left out)", fontsize=10)
+        ax.set_xlabel("agent steps (every agent's step counts)" if multiagent else "environment steps")
+        ax.set_ylabel("mean evaluation return (team return)" if multiagent else "mean evaluation return")
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()
