@@ -283,8 +283,11 @@ class RunFolder:
 
     def evaluation_noise(self) -> float:
         """
-        :return: The median standard error of the periodic evaluations' means (episode returns' std over the
-            square root of their number); 0 with fewer than 2 episodes per evaluation, none, or a damaged file
+        :return: The standard error of one periodic evaluation's mean, pooled over the run's evaluations (the root of
+            their mean variance of episode returns, over the square root of the episodes); 0 with fewer than 2 episodes
+            per evaluation, none, or a damaged file. Pooled, not the median: where success is rare (VMAS transport:
+            most evaluations return 0 in every episode, a few hold one delivery) the median is the zeros' and calls
+            every delivery a real difference.
         """
         try:
             with np.load(self.evaluations_file) as data:
@@ -293,7 +296,7 @@ class RunFolder:
             return 0.0
         if results.ndim != 2 or results.shape[0] == 0 or results.shape[1] < 2:
             return 0.0
-        return float(np.median(results.std(axis=1, ddof=1) / np.sqrt(results.shape[1])))
+        return float(np.sqrt(results.var(axis=1, ddof=1).mean() / results.shape[1]))
 
     def checkpoints(self) -> list[tuple[int, Path]]:
         """:return: The complete checkpoints ``(steps, model path)``, oldest first; temporary files are not checkpoints"""

@@ -255,11 +255,17 @@ def test_evaluation_collapse_within_the_noise_is_none(tmp_path: Path):
     # a real collapse is far outside the noise
     assert evaluation_collapse(steps, means[:2], final=-1100.0, final_step=100_480, noise=floor) is None  # gain 54
     assert evaluation_collapse([1, 2], [-1500.0, -140.0], final=-1100.0, final_step=3, noise=floor) is not None
-    # the standard error read from the run folder: episode returns (1, 3) and (2, 6): 1 and 2, median 1.5
+    # the standard error read from the run folder, pooled: episode returns (1, 3) and (2, 6) have variances 2 and 8,
+    # their mean 5 over 2 episodes: sqrt(2.5)
     folder = tmp_path / "run"
     (folder / "eval").mkdir(parents=True)
     np.savez(folder / "eval" / "evaluations.npz", timesteps=np.array([1, 2]), results=np.array([[1.0, 3.0], [2.0, 6.0]]))
-    assert RunFolder(folder).evaluation_noise() == pytest.approx(1.5)
+    assert RunFolder(folder).evaluation_noise() == pytest.approx(2.5**0.5)
+    # rare successes (VMAS transport: most evaluations all zeros, a few with one delivery) are noise, not a median of 0
+    results = np.zeros((10, 10))
+    results[[2, 5, 8], 3] = 60.0
+    np.savez(folder / "eval" / "evaluations.npz", timesteps=np.arange(1, 11), results=results)
+    assert RunFolder(folder).evaluation_noise() == pytest.approx((3 * 360.0 / 10 / 10) ** 0.5)
     assert RunFolder(tmp_path / "none").evaluation_noise() == 0.0
 
 
