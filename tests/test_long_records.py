@@ -59,3 +59,25 @@ def test_the_safe_profiles_100m_step_run_raises_nothing(tmp_path: Path):
     diagnosis = diagnose(folder)
     assert diagnosis.updates == 999 and diagnosis.findings == []
     assert live_replay(folder) == []
+
+
+def test_the_blowup_is_critical_within_2m_steps_of_its_onset(tmp_path: Path):
+    """
+    The baseline with the first published long run's code, seed 0: approx KL ~0.027 per update until 78.7M, then
+    100, 793, 253, ... with 88-99% of samples clipped. Its own monitor raised two kl_spike warnings, nothing critical.
+    """
+    folder = record("baseline-5cb0a88-s0-80M", tmp_path)
+    said = [(e["code"], e["severity"]) for e in RunFolder(folder).health_events(("finding",))]
+    assert ("kl_spike", "warning") in said and all(severity != "critical" for _, severity in said)
+    diagnosis = diagnose(folder)
+    critical = [f for f in diagnosis.findings if f.severity == "critical"]
+    assert [(f.code, f.timestep, f.onset) for f in critical] == [("policy_blowup", 79_000_000, 78_700_000)]
+    assert critical[0].timestep - critical[0].onset <= 2_000_000 and "sb3-safe recover" in critical[0].advice
+    # the live monitor's history sees the same, and nothing critical before it
+    live = [s for s in live_replay(folder) if s[1] == "critical"]
+    assert live[0] == ("policy_blowup", "critical", 79_000_000)
+    # recover picks the newest checkpoint before the onset (the run saved one every 2M steps)
+    from sb3_safe.recover import find_trouble
+
+    trouble = find_trouble(folder)
+    assert trouble is not None and trouble.code == "policy_blowup" and trouble.onset == 78_700_000
