@@ -79,7 +79,8 @@ def recovered(base: Path, kill_at: float) -> Path:
         plan = plan_recovery(base)
         start = plan.checkpoint[0] if plan.checkpoint else 0
         kill_step = start + kill_at * (BUDGET - start)
-        process = subprocess.Popen([SB3_SAFE, "recover", str(base), "--compare-episodes", "0"])
+        every = ["--eval-freq", str(EVERY), "--save-freq", str(EVERY), "--eval-episodes", "10"]
+        process = subprocess.Popen([SB3_SAFE, "recover", str(base), "--compare-episodes", "0", *every])
         while process.poll() is None:
             time.sleep(10)
             if run.exists() and _newest_step(run) >= kill_step:

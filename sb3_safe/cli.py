@@ -202,6 +202,9 @@ def _add_recover(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--seed", type=int, help="seed (default: the run's)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="override a profile key")
     p.add_argument("--threads", type=_positive_int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--eval-freq", type=_positive_int, help="evaluate every N steps (default: 20 per run)")
+    p.add_argument("--save-freq", type=_positive_int, help="checkpoint every N steps (default: 10 per run)")
+    p.add_argument("--eval-episodes", type=_positive_int, default=5, help="episodes per evaluation (default: %(default)s)")
     p.add_argument(
         "--compare-episodes",
         type=_non_negative_int,
@@ -404,6 +407,9 @@ def _recover(args: argparse.Namespace, argv: Sequence[str]) -> int:
         seed=args.seed,
         argv=["sb3-safe", *argv],
         compare_episodes=args.compare_episodes,
+        eval_freq=args.eval_freq,
+        save_freq=args.save_freq,
+        n_eval_episodes=args.eval_episodes,
     )
     recovery = recover(args.run, settings, dry_run=args.dry_run)
     if not recovery.needed:

@@ -199,6 +199,9 @@ class RecoverSettings:
     :param seed: Seed (default: the run's)
     :param argv: The command line, for ``command.txt``
     :param progress_bar: See :func:`sb3_safe.training.train`
+    :param eval_freq: Evaluate every this many steps (default: :func:`~sb3_safe.training.train`'s)
+    :param save_freq: Checkpoint every this many steps (default: :func:`~sb3_safe.training.train`'s)
+    :param n_eval_episodes: Episodes per periodic evaluation
     :param compare_episodes: Episodes on which the recovered policy and the checkpoint it started from are
         evaluated after training, the same episodes for both (0: no comparison); the better one ends as ``model.zip``
     """
@@ -211,6 +214,9 @@ class RecoverSettings:
     seed: int | None = None
     argv: Sequence[str] = ()
     progress_bar: bool | None = None
+    eval_freq: int | None = None
+    save_freq: int | None = None
+    n_eval_episodes: int = 5
     compare_episodes: int = 20
 
 
@@ -320,6 +326,9 @@ def run_recovery(recovery: Recovery, settings: RecoverSettings | None = None) ->
             checkpoint=None if chosen is None else chosen[1],
             argv=settings.argv,
             progress_bar=settings.progress_bar,
+            eval_freq=settings.eval_freq,
+            save_freq=settings.save_freq,
+            n_eval_episodes=settings.n_eval_episodes,
             explicit=frozenset(settings.overrides),
             lineage=lineage,
         ),
