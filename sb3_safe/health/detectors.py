@@ -343,8 +343,8 @@ def _policy_blowup(history: HealthHistory, t: Thresholds, target_kl: float | Non
         "critical",
         values,
         f"The policy is blowing up: approx KL reached {max(_series(spiked, 'approx_kl') or [math.nan]):.3g} against the "
-        f"run's level of {level:.3g} ({len(high)} of the latest {len(window)} updates at {t.blowup_factor:g}x it, their "
-        f"median {statistics.median(recent) if recent else math.nan:.3g}), and {', '.join(signs)}.",
+        f"run's level of {level:.3g} ({len(high)} of the latest {len(window)} updates at {t.blowup_factor:g}x it; the "
+        f"median of those {len(window)}: {statistics.median(recent) if recent else math.nan:.3g}), and {', '.join(signs)}.",
         "Run `sb3-safe recover RUN`: it continues from the newest checkpoint before the onset under the safe profile "
         "(lower learning_rate, target_kl: 0.015 with kl_stop: epoch, max_grad_norm: 0.5); with rollback on, the run "
         "goes back to its last healthy state itself.",
