@@ -57,10 +57,7 @@ def baseline(out: Path) -> Path:
     run = out / "baseline-s0"
     if not _finished(run):
         checkpoint = set_aside_interrupted(run)
-        # a continued part reads the first part's resolved profile, so a later edit of the profile changes nothing
-        parts = resume_chain(run.with_name(f"{run.name}.part1")) if checkpoint is not None else []
-        profile = str(RunFolder(parts[0]).config_file) if parts else "baseline"
-        subprocess.run(_train_args(run, profile, checkpoint), check=True)
+        subprocess.run(_train_args(run, _profile_of(checkpoint, "baseline"), checkpoint), check=True)
     return run
 
 
@@ -91,9 +88,18 @@ def recovered(base: Path, kill_at: float) -> Path:
             raise SystemExit(f"story: sb3-safe recover exited with {process.returncode}")
     if not _finished(run):
         checkpoint = set_aside_interrupted(run)
-        first = resume_chain(run.with_name(f"{run.name}.part1"))[0]
-        subprocess.run(_train_args(run, str(RunFolder(first).config_file), checkpoint), check=True)
+        subprocess.run(_train_args(run, _profile_of(checkpoint, "safe"), checkpoint), check=True)
     return run
+
+
+def _profile_of(checkpoint: Path | None, fallback: str) -> str:
+    """
+    The resolved profile of the part a checkpoint comes from (its ``config.yml``): a continued part trains as the part
+    it continues, whatever the profile files say now. (Not the resume chain's first part: a recovery's first part is
+    the run it recovered, under another profile.)
+    """
+    folder = RunFolder.containing(checkpoint) if checkpoint is not None else None
+    return str(folder.config_file) if folder is not None else fallback
 
 
 def _paired(a: list[float], b: list[float]) -> tuple[float, float]:
