@@ -136,7 +136,10 @@ def plot(base: Path, recovered_run: Path, record: dict[str, Any], out: Path) -> 
 
     plt = pyplot()
     fig, axes = plt.subplots(3, 1, figsize=(10, 8), sharex=True)
-    runs = [("baseline", [base]), ("recovered (safe profile)", [p for p in resume_chain(recovered_run) if p != base])]
+    runs = [
+        ("baseline", [base]),
+        ("recovered (safe profile)", [p for p in resume_chain(recovered_run) if p.resolve() != base.resolve()]),
+    ]
     for label, parts in runs:
         rows = [row for part in parts for row in load_history(part)[0]]
         steps = np.array([row.get("timesteps", np.nan) for row in rows]) / 1e6
@@ -182,7 +185,7 @@ def main() -> None:
     }
     print(f"story: {plan.reason}", flush=True)
     rec = recovered(base, args.kill_at)
-    record["recovered_chain"] = [str(p) for p in resume_chain(rec) if p != base]
+    record["recovered_chain"] = [str(p) for p in resume_chain(rec) if p.resolve() != base.resolve()]
     record["recovered_findings"] = [(f.code, f.severity, f.timestep) for f in diagnose(rec).findings]
     record["evaluation"] = paired_evaluation(base, rec, trouble.onset, args.episodes, args.seed)
     (args.out / "story.json").write_text(json.dumps(record, indent=2) + "\n")
