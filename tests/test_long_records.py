@@ -81,3 +81,27 @@ def test_the_blowup_is_critical_within_2m_steps_of_its_onset(tmp_path: Path):
 
     trouble = find_trouble(folder)
     assert trouble is not None and trouble.code == "policy_blowup" and trouble.onset == 78_700_000
+
+
+def test_the_recovered_run_is_healthy_in_both_parts_of_its_resume_chain(tmp_path: Path):
+    """recover went back to 78M (the newest checkpoint before the onset); killed after 88M, continued to 100M."""
+    import json
+
+    story = json.loads((RECORDS / "story.json").read_text())
+    assert (story["finding"], story["onset"], story["critical_at"], story["checkpoint_step"]) == (
+        "policy_blowup",
+        78_700_000,
+        79_000_000,
+        78_000_000,
+    )
+    steps = []
+    for part in ("recovered-s0-part1", "recovered-s0-part2"):
+        diagnosis = diagnose(record(part, tmp_path))
+        assert diagnosis.findings == []
+        steps.append((int(diagnosis.history[0]["timesteps"]), int(diagnosis.history[-1]["timesteps"])))
+    assert steps[0][0] <= 78_200_000 and steps[0][1] == 88_000_000 and steps[1][1] == 100_000_000
+    # the paired evaluation: the recovered end within noise of the best pre-onset checkpoint, the collapsed end below
+    evaluation = story["evaluation"]
+    gained, gained_sem = evaluation["recovered_minus_best_pre_onset"]
+    lost, lost_sem = evaluation["collapsed_minus_best_pre_onset"]
+    assert gained > -2 * gained_sem and lost < -2 * lost_sem
