@@ -27,7 +27,6 @@ __all__ = [
     "EnvFamily",
     "EnvSettings",
     "check_env_id",
-    "env_settings",
     "family_of",
     "load_vec_normalize",
     "make_env",
@@ -240,35 +239,6 @@ def _profile_wrappers(config: TrainConfig) -> list[Callable[[gym.Env], gym.Env]]
     return [functools.partial(_import_class(path), **kwargs) for path, kwargs in config.env_wrappers]
 
 
-def env_settings(
-    config: TrainConfig,
-    seed: int,
-    *,
-    n_envs: int | None = None,
-    vec_env: str = "dummy",
-    wrapper: Callable[[gym.Env], gym.Env] | None = None,
-    evaluation: bool = False,
-    device: str = "cpu",
-) -> EnvSettings:
-    """:return: What the environment's family needs from the profile block and the run (see :func:`make_env`)"""
-    values = config.values
-    return EnvSettings(
-        env_id=config.env_id,
-        n_envs=n_envs or config.n_envs,
-        seed=seed,
-        env_kwargs=dict(config.env_kwargs),
-        wrappers=(*_profile_wrappers(config), *(() if wrapper is None else (wrapper,))),
-        frame_stack=config.frame_stack,
-        vec_env=vec_env,
-        centralized_critic=bool(values.get("centralized_critic", False)),
-        agent_id=bool(values.get("agent_id", False)),
-        adapter=str(values.get("pettingzoo_adapter", "sb3_safe")),
-        evaluation=evaluation,
-        device=device,
-        where=config.where(),
-    )
-
-
 def make_env(
     config: TrainConfig,
     seed: int,
@@ -300,8 +270,21 @@ def make_env(
     """
     family = family_of(config.env_id, vec_env)
     family.check(config.env_id)
-    settings = env_settings(
-        config, seed, n_envs=n_envs, vec_env=vec_env, wrapper=wrapper, evaluation=evaluation, device=device
+    values = config.values
+    settings = EnvSettings(  # what the family needs from the profile block and the run, nothing else
+        env_id=config.env_id,
+        n_envs=n_envs or config.n_envs,
+        seed=seed,
+        env_kwargs=dict(config.env_kwargs),
+        wrappers=(*_profile_wrappers(config), *(() if wrapper is None else (wrapper,))),
+        frame_stack=config.frame_stack,
+        vec_env=vec_env,
+        centralized_critic=bool(values.get("centralized_critic", False)),
+        agent_id=bool(values.get("agent_id", False)),
+        adapter=str(values.get("pettingzoo_adapter", "sb3_safe")),
+        evaluation=evaluation,
+        device=device,
+        where=config.where(),
     )
     return family.make(settings)
 
