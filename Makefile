@@ -135,7 +135,7 @@ bench-scale: $(STAMP) $(PEER_VENV)/.installed
 bench-cluster: $(STAMP)
 	$(PY) benchmarks/cluster.py $(ARGS)
 
-# The seed's shape for real: safe and baseline MAPPO on VMAS transport, 100M agent steps each (hours;
+# The long-run shape: safe and baseline MAPPO on VMAS transport, 100M agent steps each (hours;
 # run it in the background). Started again, an interrupted run goes on from its newest checkpoint.
 bench-long: $(STAMP)
 	$(BIN)/sb3-safe bench benchmarks/suites/long.yml --workers 2 $(ARGS)
