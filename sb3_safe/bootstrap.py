@@ -43,12 +43,14 @@ class BatchedBootstrap(BaseCallback):
         self.algorithm = algorithm
         self.callback = callback
         self.min_slots = min_slots
+        self.checked = False
 
     def update_locals(self, locals_: dict[str, Any]) -> None:
         self.callback.update_locals(locals_)
         self.step_locals = locals_
 
     def on_rollout_start(self) -> None:
+        self.checked = False  # the locals SB3 hands over are checked once per rollout, not at every step
         self.callback.on_rollout_start()
 
     def on_rollout_end(self) -> None:
@@ -57,7 +59,10 @@ class BatchedBootstrap(BaseCallback):
     def on_step(self) -> bool:
         if not self.callback.on_step():
             return False
-        missing = [key for key in ("dones", "rewards", "infos") if key not in self.step_locals]
+        missing = (
+            [] if getattr(self, "checked", False) else [k for k in ("dones", "rewards", "infos") if k not in self.step_locals]
+        )
+        self.checked = True
         if missing:
             raise RuntimeError(
                 f"SB3's collect_rollouts no longer hands {', '.join(f'`{key}`' for key in missing)} to callbacks: the "

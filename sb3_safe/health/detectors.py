@@ -316,7 +316,8 @@ def _policy_blowup(history: HealthHistory, t: Thresholds, target_kl: float | Non
         # the onset: the update before the window's first marked one (the deque holds one more than the window)
         first = len(marks) - len(window) + next(i for i, (_, is_high) in enumerate(window) if is_high)
         onset = marks[first - 1][0] if first > 0 else high[0]
-        spiked = [row for row in rows if (row_step(row) or 0) in set(high)]
+        spiked_steps = set(high)
+        spiked = [row for row in rows if (row_step(row) or 0) in spiked_steps]
     else:  # sustained: the update before the window
         onset = marks[-t.blowup_window - 1][0] if len(marks) > t.blowup_window else window[0][0]
         spiked = rows[-t.blowup_window :]
