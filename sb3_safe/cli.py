@@ -350,7 +350,7 @@ def _finished(result: TrainResult) -> int:
 
 
 def _eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from sb3_safe.training import evaluate
+    from sb3_safe.evaluation import evaluate
 
     if args.video is not None:  # a missing encoder or a bad name is one line before any episode is played
         from sb3_safe.video import _encoder

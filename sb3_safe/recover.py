@@ -351,7 +351,7 @@ def keep_better(run_dir: Path, checkpoint: Path, episodes: int, seed: int) -> di
     :param seed: The run's seed
     :return: The comparison
     """
-    from sb3_safe.training import evaluate
+    from sb3_safe.evaluation import evaluate
 
     folder = RunFolder(run_dir)
     recovered = evaluate(run_dir, episodes=episodes, seed=seed + 1000)

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,26 +30,24 @@ from sb3_safe.callbacks import HealthMonitorCallback, RollbackCallback
 from sb3_safe.checkpoints import (
     AtomicCheckpointCallback,
     checkpoint_bytes_estimate,
-    load_model,
     monitor_state_path_for,
     save_with_stats,
-    stats_path_for,
 )
-from sb3_safe.config import TrainConfig, load_config
-from sb3_safe.envs import load_vec_normalize, make_env
-from sb3_safe.errors import CheckpointError, ConfigError, RunFolderError
-from sb3_safe.evaluation import episode_returns, eval_callback_class, evaluate_model
+from sb3_safe.config import TrainConfig
+from sb3_safe.errors import CheckpointError, ConfigError
+from sb3_safe.evaluation import EvalResult as EvalResult
+from sb3_safe.evaluation import eval_callback_class, evaluate_model
+from sb3_safe.evaluation import evaluate as evaluate
+from sb3_safe.evaluation import load_policy as load_policy
 from sb3_safe.runs import RunFolder, atomic_write
 
+# EvalResult, evaluate and load_policy live in sb3_safe.evaluation; they stay importable from here.
 __all__ = [
-    "EvalResult",
     "ProgressLineCallback",
     "RecoveryPoints",
     "ResourceLogCallback",
     "TrainResult",
     "TrainSettings",
-    "evaluate",
-    "load_policy",
     "resident_memory_mb",
     "show_progress_bar",
     "train",
@@ -74,16 +72,6 @@ class TrainResult:
     def stopped_early(self) -> bool:
         """Whether training stopped because the rollbacks ran out."""
         return self.rollback is not None and self.rollback.exhausted
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    mean: float
-    std: float
-    episodes: int
-    model_path: Path
-    #: Each episode's return, in the order they ended (the same episodes for every model evaluated with one seed)
-    returns: list[float] = field(default_factory=list)
 
 
 def show_progress_bar() -> bool:
@@ -469,72 +457,3 @@ def _resume_monitor(monitor: HealthMonitorCallback, checkpoint: Path) -> None:
             f"monitor state {str(path)!r} beside the checkpoint is damaged ({type(error).__name__}: {error}). "
             "Delete it to resume with a fresh health history"
         ) from None
-
-
-def load_policy(
-    target: Path, *, seed: int = 0, device: str = "cpu", run: Path | None = None, render: bool = False
-) -> tuple[OnPolicyAlgorithm, Any, Path]:
-    """
-    A saved policy in its evaluation environment: the run's environment (one copy), its saved VecNormalize statistics
-    frozen (observations normalized as in training, rewards not), seeded.
-
-    :param target: A run folder (its ``model.zip``) or a model ``.zip`` in one
-    :param seed: Seed of the environment
-    :param device: Torch device
-    :param run: The run folder whose ``config.yml`` says the environment and algorithm (default: the model's)
-    :param render: Make the environment render ``rgb_array`` frames (``VecEnv.render()``)
-    :return: The model, the VecEnv, and the model's path
-    """
-    if not target.exists():
-        raise RunFolderError(f"{str(target)!r} does not exist. Pass a run folder or a model .zip inside one")
-    model_path = RunFolder(target).final_model if target.is_dir() else target
-    if not model_path.is_file():
-        found = sorted(p.name for p in target.glob("*.zip")) if target.is_dir() else []
-        raise RunFolderError(
-            f"no model.zip in {str(target)!r}{' (found ' + ', '.join(found) + ')' if found else ''}; pass a model file"
-        )
-    folder = RunFolder.containing(model_path) if run is None else RunFolder(run)
-    if folder is None:
-        raise RunFolderError(f"no config.yml beside {str(model_path)!r}: evaluate a model inside an sb3-safe run folder")
-    env_id, _, _ = folder.read_config()
-    config = load_config(str(folder.config_file), env_id)
-    if render and not config.multiagent:  # Gymnasium renders frames only when made to (VMAS always can)
-        config = config.with_overrides({"env_kwargs": {"render_mode": "rgb_array"}})
-    venv = make_env(config, seed, n_envs=1, evaluation=True)
-    stats = stats_path_for(model_path)
-    if stats.is_file():
-        venv = load_vec_normalize(stats, venv)
-        venv.training = False
-        venv.norm_reward = False
-    model = load_model(config.algorithm_class, model_path, venv, device)
-    # Loading re-seeds the environment with the model's training seed (SB3's set_random_seed): seed it again.
-    venv.seed(seed)
-    return model, venv, model_path
-
-
-def evaluate(
-    target: Path,
-    *,
-    episodes: int = 10,
-    seed: int = 0,
-    deterministic: bool = True,
-    device: str = "cpu",
-    run: Path | None = None,
-) -> EvalResult:
-    """
-    Evaluate a run folder or a model file from one, with its saved VecNormalize statistics
-    (observations normalized as in training, rewards not normalized).
-
-    :param target: A run folder (its ``model.zip``) or a model ``.zip`` in one
-    :param episodes: Number of episodes
-    :param seed: Seed of the evaluation environment
-    :param deterministic: Greedy actions
-    :param device: Torch device
-    :param run: The run folder whose ``config.yml`` says the environment and algorithm (default: the one the
-        model is in; another for a plain SB3 checkpoint evaluated in the environment of the run recovered from it)
-    :return: Mean and std of the episode returns
-    """
-    model, venv, model_path = load_policy(target, seed=seed, device=device, run=run)
-    returns = episode_returns(model, venv, episodes, deterministic)
-    venv.close()
-    return EvalResult(float(np.mean(returns)), float(np.std(returns)), episodes, model_path, returns)

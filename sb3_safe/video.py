@@ -69,7 +69,7 @@ def record_video(target: Path, out: Path, *, episodes: int = 3, seed: int = 0, f
     :raises ConfigError: When the format is unknown or the task cannot render frames (nothing is written)
     :raises MissingDependencyError: When the encoder is not installed (nothing is written)
     """
-    from sb3_safe.training import load_policy
+    from sb3_safe.evaluation import load_policy
 
     imageio = _encoder(out)
     if not os.environ.get("DISPLAY"):

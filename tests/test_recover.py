@@ -398,10 +398,10 @@ def test_recover_end_to_end_after_a_forced_crash(tmp_path: Path, capsys: pytest.
 
 def test_a_recovery_worse_than_its_checkpoint_keeps_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """The safe profile can fail to regain what a run lost: then model.zip is the checkpoint, the trained one kept beside."""
-    import sb3_safe.training
+    import sb3_safe.evaluation
     from sb3_safe.checkpoints import stats_path_for
+    from sb3_safe.evaluation import EvalResult
     from sb3_safe.recover import keep_better
-    from sb3_safe.training import EvalResult
 
     result = train(config("safe", 1024), seed=0, run_dir=tmp_path / "run", save_freq=512, eval_freq=10_000)
     folder = RunFolder(result.run_dir)
@@ -413,7 +413,7 @@ def test_a_recovery_worse_than_its_checkpoint_keeps_the_checkpoint(tmp_path: Pat
         model = RunFolder(target).final_model if target.is_dir() else target
         return EvalResult(scores[model], 10.0, kwargs["episodes"], model, [scores[model]] * kwargs["episodes"])
 
-    monkeypatch.setattr(sb3_safe.training, "evaluate", evaluate)
+    monkeypatch.setattr(sb3_safe.evaluation, "evaluate", evaluate)
     compared = keep_better(result.run_dir, checkpoint, episodes=4, seed=0)
     assert compared["kept"] == "checkpoint" and compared["checkpoint_mean"] == -300.0
     assert folder.final_model.read_bytes() == checkpoint_bytes
