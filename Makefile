@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==$(TORCH_VERSION)
 # `make train` and `make tune` install what training needs (TRAIN_EXTRAS); every other target installs everything
 # (EXTRAS: tests, docs, benchmarks).
 TRAIN_EXTRAS ?= plots,envs,tune,marl
-EXTRAS ?= dev,docs,plots,envs,tune,marl,batched,cluster
+EXTRAS ?= dev,docs,plots,envs,tune,marl,batched,cluster,bench
 
 BIN := $(VENV)/bin
 PY := $(BIN)/python
@@ -27,7 +27,7 @@ TRIALS ?= 8
 WORKERS ?= 2
 TUNE_ENV = $(if $(filter command line,$(origin ENV)),$(ENV),CartPole-v1)
 
-.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-scale bench-cluster bench-long bench-calibration bench-recover bench-health bench-soak bench-overhead bench-tax bench-story bench-tune clean
+.PHONY: install train tune test lint format type pytest test-sb3 test-contrib test-wheel docs bench bench-quick bench-contrib bench-marl bench-scale bench-cluster bench-long bench-calibration bench-recover bench-health bench-soak bench-overhead bench-tax bench-story bench-tune bench-vmas clean
 
 install: $(STAMP)
 
@@ -126,6 +126,12 @@ $(PEER_VENV)/.installed:
 	$(PEER_VENV)/bin/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)"
 	$(PEER_VENV)/bin/pip install --quiet --disable-pip-version-check "$(TORCH_SPEC)" benchmarl vmas==1.5.2 "torchrl>=0.10,<0.11"
 	touch $@
+
+# Learning against the peer: safe, baseline and BenchMARL's MAPPO on VMAS balance, navigation and transport,
+# 3 seeds, 10M agent steps each, IQM with bootstrap intervals, curves against agent steps and seconds. Hours on
+# 2 cores: run it in the background; started again, it runs only what is not finished.
+bench-vmas: $(STAMP) $(PEER_VENV)/.installed
+	$(PY) benchmarks/learning_vmas.py --peer-python $(PEER_VENV)/bin/python $(ARGS)
 
 bench-scale: $(STAMP) $(PEER_VENV)/.installed
 	$(PY) benchmarks/scale.py --peer-python $(PEER_VENV)/bin/python $(ARGS)
