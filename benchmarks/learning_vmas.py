@@ -302,7 +302,8 @@ def main() -> None:
     parser.add_argument("--analyse-only", action="store_true", help="summarize the finished runs; run nothing")
     parser.add_argument("--out", type=Path, default=Path("bench-results/vmas"))
     options = parser.parse_args()
-    runs = [Run(task, method, seed) for seed in options.seeds for task in options.tasks for method in options.methods]
+    # task by task, so that a bench stopped midway has whole tasks
+    runs = [Run(task, method, seed) for task in options.tasks for seed in options.seeds for method in options.methods]
     for item in options.tuned:
         task, _, seed = item.partition(":")
         if task in options.tasks:
