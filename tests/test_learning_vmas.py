@@ -1,0 +1,64 @@
+"""
+The arithmetic of ``make bench-vmas`` (benchmarks/learning_vmas.py): a run's curve across its resume chain, the
+time to a level, the IQM over seeds, and the peer's command carrying the profile's task options.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from benchmarks import learning_vmas
+from benchmarks.learning_vmas import Run
+from tests.extras import require
+
+
+def _write_part(folder: Path, rows: list[tuple[int, float]]) -> None:
+    folder.mkdir(parents=True)
+    lines = ["time/total_timesteps,time/time_elapsed,train/value_loss"]
+    lines += [f"{steps},{seconds},0.5" for steps, seconds in rows]
+    lines.insert(2, ",,0.4")  # a row without the clock (an evaluation's row) is skipped
+    (folder / "progress.csv").write_text("\n".join(lines) + "\n")
+    block = {"env_kwargs": {"n_agents": 4, "max_steps": 100}}
+    (folder / "config.yml").write_text(yaml.safe_dump({"vmas:balance": block, "run_info": {"seed": 0}}))
+
+
+def test_curve_adds_the_clocks_of_a_resume_chain(tmp_path: Path) -> None:
+    run = tmp_path / "balance" / "safe-s0"
+    _write_part(run.with_name("safe-s0.part1"), [(100, 10.0), (200, 20.0)])
+    _write_part(run, [(300, 5.0), (400, 10.0)])
+    (run / "eval").mkdir()
+    np.savez(run / "eval" / "evaluations.npz", timesteps=np.array([200, 400]), results=np.array([[8.0, 4.0], [16.0, 20.0]]))
+
+    curve = learning_vmas._sb3_safe_curve(run)
+
+    np.testing.assert_array_equal(curve["steps"], [200, 400])
+    # the continued part's clock starts again at 0: its 10 s come after the first part's 20 s
+    np.testing.assert_array_equal(curve["seconds"], [20.0, 30.0])
+    # team returns over 4 agents
+    np.testing.assert_array_equal(curve["returns"], [[2.0, 1.0], [4.0, 5.0]])
+    assert learning_vmas.seconds_to_reach(curve, 1.5) == 20.0
+    assert learning_vmas.seconds_to_reach(curve, 4.5) == 30.0
+    assert np.isnan(learning_vmas.seconds_to_reach(curve, 4.6))
+
+
+def test_iqm_is_the_mean_of_the_middle_half_with_an_interval_around_it() -> None:
+    require("rliable", "bench")
+    estimates = learning_vmas.iqm_interval({"safe": np.array([0.0, 1.0, 2.0, 100.0])}, reps=200)
+    point, low, high = estimates["safe"]
+    assert point == pytest.approx(1.5)  # 0 and 100 are the outer quarters
+    assert low <= point <= high
+
+
+def test_peer_runs_the_profile_task_at_its_shape(tmp_path: Path) -> None:
+    command = learning_vmas._peer_command(Run("navigation", "benchmarl", 2), tmp_path / "p.json", Path("py"), 10**6, 5, 7)
+    options = dict(zip(command[2::2], command[3::2], strict=False))
+    assert yaml.safe_load(options["--task-kwargs"])["n_agents"] == 3
+    assert yaml.safe_load(options["--task-kwargs"])["shared_rew"] is False
+    assert (options["--recipe"], options["--copies"], options["--steps"]) == ("matched", "200", "100")
+    assert (options["--seed"], options["--agent-steps"], options["--episodes"]) == ("2", "1000000", "7")
+    tuned = learning_vmas._peer_command(Run("balance", "benchmarl-tuned", 0), tmp_path / "p.json", Path("py"), 10**6, 5, 7)
+    assert tuned[tuned.index("--recipe") + 1] == "tuned"
