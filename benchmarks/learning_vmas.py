@@ -303,11 +303,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("bench-results/vmas"))
     options = parser.parse_args()
     # task by task, so that a bench stopped midway has whole tasks
-    runs = [Run(task, method, seed) for task in options.tasks for seed in options.seeds for method in options.methods]
-    for item in options.tuned:
-        task, _, seed = item.partition(":")
-        if task in options.tasks:
-            runs.append(Run(task, "benchmarl-tuned", int(seed or 0)))
+    tuned = [item.partition(":") for item in options.tuned]
+    runs = []
+    for task in options.tasks:
+        runs += [Run(task, method, seed) for seed in options.seeds for method in options.methods]
+        runs += [Run(task, "benchmarl-tuned", int(seed or 0)) for name, _, seed in tuned if name == task]
     options.out.mkdir(parents=True, exist_ok=True)
     if not options.analyse_only:
         execute(runs, options.out, options)
