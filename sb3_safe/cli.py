@@ -365,7 +365,7 @@ def _eval(args: argparse.Namespace, argv: Sequence[str]) -> int:
         from sb3_safe.video import record_video
 
         frames = record_video(args.target, args.video, episodes=args.video_episodes, seed=args.seed, device=args.device)
-        print(f"Video: {args.video} ({frames} frames, {args.video_episodes} episodes)")
+        print(f"Video: {args.video} ({frames} frames, {args.video_episodes} episode{'s' if args.video_episodes > 1 else ''})")
     return 0
 
 

@@ -84,7 +84,8 @@ def record_video(target: Path, out: Path, *, episodes: int = 3, seed: int = 0, f
             action, _ = model.predict(obs, deterministic=True)
             obs, _, dones, _ = venv.step(action)
             finished += int(dones[0])  # one copy: its first slot ends with the episode
-            frames.append(_frame(venv, env_id))
+            if finished < episodes:  # after an episode's end the copy shows the next one's start
+                frames.append(_frame(venv, env_id))
     finally:
         venv.close()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -46,7 +46,7 @@ def test_a_gymnasium_run_records_whole_episodes_as_an_mp4(pendulum: Path, capsys
     out = pendulum / "video.mp4"
     assert main(["eval", str(pendulum), "--episodes", "1", "--video", str(out), "--video-episodes", "2"]) == 0
     count, first = mp4_frames(out)
-    assert count == 1 + 2 * 200  # the first observation, then every step of two 200-step episodes
+    assert count == 2 * 200  # each 200-step episode from its first observation; the reset after the last is not shown
     assert first.ndim == 3 and first.shape[2] == 3 and first.std() > 0
     assert "Video:" in capsys.readouterr().out
 
@@ -57,8 +57,8 @@ def test_a_vmas_run_records_a_gif(tmp_path: Path):
     run = train(load_config("safe", "vmas:navigation", overrides), run_dir=tmp_path / "vmas", eval_freq=10**6).run_dir
     out = run / "video.gif"
     assert main(["eval", str(run), "--episodes", "1", "--video", str(out), "--video-episodes", "2"]) == 0
-    # two episodes of 12 steps (navigation ends at its time limit here) and the first observation, 30 ms each
-    assert gif_milliseconds(out) == (1 + 2 * 12) * 30
+    # two episodes of 12 steps (navigation ends at its time limit here), 30 ms a frame
+    assert gif_milliseconds(out) == 2 * 12 * 30
 
 
 @pytest.mark.parametrize(
