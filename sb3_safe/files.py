@@ -10,8 +10,8 @@ import errno
 import json
 import os
 import re
+import secrets
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ __all__ = [
     "list_checkpoints",
     "no_room_message",
     "read_jsonl",
+    "temporary_sibling",
 ]
 
 #: Errors of a write that cannot find room: a full disk, a full quota, a file too large, a read-only filesystem
@@ -69,6 +70,25 @@ def list_checkpoints(
     return sorted(found)
 
 
+def temporary_sibling(path: Path, suffix: str = ".tmp") -> Path:
+    """
+    Create an empty, hidden file beside ``path`` to write before renaming it over ``path``. Its mode is the one a plain
+    ``open`` gives (the user's umask applies), so the renamed file is as readable as any other the user writes
+    (``tempfile.mkstemp`` would make it private to its owner).
+
+    :param path: The file it will become
+    :param suffix: The temporary name's ending (a writer that goes by the suffix needs the real one)
+    :return: The new file's path
+    """
+    while True:
+        candidate = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            os.close(os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return candidate
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """
     Write a file so that it either exists complete or not at all, also after a power loss: write
@@ -78,9 +98,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     :param path: The final path
     :param write: Writes the content to the path it is given
     """
-    handle, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    tmp = Path(tmp_name)
+    tmp = temporary_sibling(path)
     try:
         write(tmp)
         with open(tmp, "rb") as f:

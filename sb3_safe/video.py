@@ -11,13 +11,13 @@ a temporary name and renamed: it exists whole or not at all.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sb3_safe.errors import ConfigError, MissingDependencyError
+from sb3_safe.files import temporary_sibling
 
 __all__ = ["FORMATS", "record_video"]
 
@@ -89,8 +89,7 @@ def record_video(target: Path, out: Path, *, episodes: int = 3, seed: int = 0, f
     finally:
         venv.close()
     out.parent.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=out.suffix)
-    os.close(handle)
+    name = temporary_sibling(out, suffix=out.suffix)
     try:
         # GIF frame times are whole hundredths of a second
         gif = {"duration": 10 * max(round(100 / fps), 1), "loop": 0}

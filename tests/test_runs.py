@@ -171,3 +171,20 @@ def test_train_takes_one_settings_object_or_its_fields_by_name(tmp_path: Path):
     assert RunFolder(result.run_dir).read_config()[2]["seed"] == 3
     with pytest.raises(TypeError, match="'eval_frequency'"):
         train(config, settings, eval_frequency=10)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_files_written_whole_get_the_mode_the_users_umask_gives(tmp_path: Path, umask: int):
+    import os
+
+    from sb3_safe.files import atomic_write
+
+    previous = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "result.json", lambda tmp: tmp.write_text("{}"))
+        (tmp_path / "plain.txt").write_text("")  # what any other write of the user's gets
+    finally:
+        os.umask(previous)
+    mode = (tmp_path / "result.json").stat().st_mode & 0o777
+    assert mode == 0o666 & ~umask == (tmp_path / "plain.txt").stat().st_mode & 0o777
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.txt", "result.json"]  # no temporary file left
