@@ -302,12 +302,11 @@ def main() -> None:
     parser.add_argument("--analyse-only", action="store_true", help="summarize the finished runs; run nothing")
     parser.add_argument("--out", type=Path, default=Path("bench-results/vmas"))
     options = parser.parse_args()
-    # task by task, so that a bench stopped midway has whole tasks
+    # the peer's tuned runs first (the longest: started last, they would hold the bench up alone), then seed by
+    # seed, so that a bench stopped midway has every task at its first seeds
     tuned = [item.partition(":") for item in options.tuned]
-    runs = []
-    for task in options.tasks:
-        runs += [Run(task, method, seed) for seed in options.seeds for method in options.methods]
-        runs += [Run(task, "benchmarl-tuned", int(seed or 0)) for name, _, seed in tuned if name == task]
+    runs = [Run(task, "benchmarl-tuned", int(seed or 0)) for task, _, seed in tuned if task in options.tasks]
+    runs += [Run(task, method, seed) for seed in options.seeds for task in options.tasks for method in options.methods]
     options.out.mkdir(parents=True, exist_ok=True)
     if not options.analyse_only:
         execute(runs, options.out, options)
