@@ -45,6 +45,12 @@ SB3_SAFE = str(Path(sys.executable).with_name("sb3-safe"))
 PEER_SCRIPT = Path(__file__).resolve().parent / "peer_benchmarl_learn.py"
 TASKS = ("balance", "navigation", "transport")
 METHODS = ("safe", "baseline", "benchmarl", "benchmarl-tuned")
+LABELS = {
+    "safe": "sb3-safe, safe",
+    "baseline": "sb3-safe, baseline",
+    "benchmarl": "BenchMARL MAPPO, sb3-safe's shape",
+    "benchmarl-tuned": "BenchMARL MAPPO, its tuned recipe",
+}
 
 
 @dataclass(frozen=True)
@@ -251,7 +257,7 @@ def _plot(task: str, curves: dict[str, list[dict[str, np.ndarray]]], levels: dic
         means = np.array([c["returns"][:length].mean(axis=1) for c in found])
         for axis, key in zip(axes, ("steps", "seconds"), strict=True):
             x = np.mean([c[key][:length] for c in found], axis=0)
-            (line,) = axis.plot(x, means.mean(axis=0), label=f"{method} ({len(found)} seeds)")
+            (line,) = axis.plot(x, means.mean(axis=0), label=f"{LABELS[method]} ({len(found)} seed{'s' if len(found) > 1 else ''})")
             axis.fill_between(x, means.min(axis=0), means.max(axis=0), color=line.get_color(), alpha=0.2)
     for axis in axes:
         for name, level in levels.items():
@@ -280,7 +286,7 @@ def markdown(summary: dict[str, Any]) -> str:
             reached = f"{np.median(times):,.0f} ({len(times)}/{row['seeds']} reached)" if times else "not reached"
             low, high = row["ci95"]
             lines.append(
-                f"| {task} | {method} | {row['seeds']} | {row['final_iqm']:.1f} [{low:.1f}, {high:.1f}] | {reached} "
+                f"| {task} | {LABELS[method]} | {row['seeds']} | {row['final_iqm']:.1f} [{low:.1f}, {high:.1f}] | {reached} "
                 f"| {row['seconds']:,.0f} |"
             )
         levels = ", ".join(f"{name} {value:.1f}" for name, value in entry["levels"].items())
