@@ -255,9 +255,10 @@ def _plot(task: str, curves: dict[str, list[dict[str, np.ndarray]]], levels: dic
     for method, found in curves.items():
         length = min(len(c["steps"]) for c in found)
         means = np.array([c["returns"][:length].mean(axis=1) for c in found])
+        label = f"{LABELS[method]} ({len(found)} seed{'s' if len(found) > 1 else ''})"
         for axis, key in zip(axes, ("steps", "seconds"), strict=True):
             x = np.mean([c[key][:length] for c in found], axis=0)
-            (line,) = axis.plot(x, means.mean(axis=0), label=f"{LABELS[method]} ({len(found)} seed{'s' if len(found) > 1 else ''})")
+            (line,) = axis.plot(x, means.mean(axis=0), label=label)
             axis.fill_between(x, means.min(axis=0), means.max(axis=0), color=line.get_color(), alpha=0.2)
     for axis in axes:
         for name, level in levels.items():
