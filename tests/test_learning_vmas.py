@@ -5,6 +5,7 @@ time to a level, the IQM over seeds, and the peer's command carrying the profile
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ import yaml
 from benchmarks import learning_vmas
 from benchmarks.learning_vmas import Run
 from tests.extras import require
+
+DATA = Path(__file__).resolve().parent / "data" / "vmas-bench"
 
 
 def _write_part(folder: Path, rows: list[tuple[int, float]]) -> None:
@@ -62,3 +65,16 @@ def test_peer_runs_the_profile_task_at_its_shape(tmp_path: Path) -> None:
     assert (options["--seed"], options["--agent-steps"], options["--episodes"]) == ("2", "1000000", "7")
     tuned = learning_vmas._peer_command(Run("balance", "benchmarl-tuned", 0), tmp_path / "p.json", Path("py"), 10**6, 5, 7)
     assert tuned[tuned.index("--recipe") + 1] == "tuned"
+
+
+def test_the_benchmarks_page_shows_the_recorded_figures() -> None:
+    record = json.loads((DATA / "vmas.json").read_text())
+    page = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    balance = record["balance"]["methods"]
+    safe, tuned = balance["safe"], balance["benchmarl-tuned"]
+    assert (safe["seeds"], tuned["seeds"]) == (3, 1)
+    assert safe["final_iqm"] == pytest.approx(np.mean(safe["finals"]))  # 3 seeds: the IQM is their mean
+    for figure in (safe["final_iqm"], tuned["final_iqm"], record["transport"]["levels"]["heuristic"]):
+        assert f"{figure:.1f}" in page
+    assert f"{np.median(safe['seconds_to_peer_final']):,.0f} s" in page
+    assert (DATA / "vmas.md").read_text().strip() in page  # the table as the bench printed it
