@@ -255,7 +255,9 @@ def test_recover_continues_a_vmas_run_from_a_checkpoint(tmp_path: Path):
     assert recovery.result is not None and recovery.result.model.num_timesteps == 1024
     _, block, info = RunFolder(recovery.result.run_dir).read_config()
     assert info["recovered_from"]["parent_run"] == str(run.resolve())
-    assert block["env_kwargs"] == {"max_steps": 25, "n_agents": 2}  # the parent's scenario, not the profile's
+    # the parent's scenario (2 agents, 25 steps), not the safe profile's (3 agents, 100 steps)
+    assert block["env_kwargs"] == RunFolder(run).read_config()[1]["env_kwargs"]
+    assert (block["env_kwargs"]["n_agents"], block["env_kwargs"]["max_steps"]) == (2, 25)
 
 
 class Rollouts(BaseCallback):
