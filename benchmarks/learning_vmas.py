@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from sb3_safe.config import load_config
-from sb3_safe.runs import RunFolder, set_aside_interrupted
+from sb3_safe.runs import RunFolder, resume_chain, set_aside_interrupted
 
 SB3_SAFE = str(Path(sys.executable).with_name("sb3-safe"))
 PEER_SCRIPT = Path(__file__).resolve().parent / "peer_benchmarl_learn.py"
@@ -143,7 +143,7 @@ def _sb3_safe_curve(folder: Path) -> dict[str, np.ndarray]:
     n_agents = int(RunFolder(folder).read_config()[1]["env_kwargs"]["n_agents"])
     steps: list[float] = []
     seconds: list[float] = []
-    for part in [*sorted(folder.parent.glob(folder.name + ".part*")), folder]:
+    for part in resume_chain(folder):
         offset = seconds[-1] if seconds else 0.0  # a continued part's clock starts again: add the parts' times
         with (part / "progress.csv").open(newline="") as stream:
             for row in csv.DictReader(stream):

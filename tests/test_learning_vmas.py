@@ -19,20 +19,24 @@ from tests.extras import require
 DATA = Path(__file__).resolve().parent / "data" / "vmas-bench"
 
 
-def _write_part(folder: Path, rows: list[tuple[int, float]]) -> None:
+def _write_part(folder: Path, rows: list[tuple[int, float]], resumed_from: Path | None = None) -> None:
     folder.mkdir(parents=True)
     lines = ["time/total_timesteps,time/time_elapsed,train/value_loss"]
     lines += [f"{steps},{seconds},0.5" for steps, seconds in rows]
     lines.insert(2, ",,0.4")  # a row without the clock (an evaluation's row) is skipped
     (folder / "progress.csv").write_text("\n".join(lines) + "\n")
     block = {"env_kwargs": {"n_agents": 4, "max_steps": 100}}
-    (folder / "config.yml").write_text(yaml.safe_dump({"vmas:balance": block, "run_info": {"seed": 0}}))
+    info = {"seed": 0, "resumed_from": None if resumed_from is None else str(resumed_from)}
+    (folder / "config.yml").write_text(yaml.safe_dump({"vmas:balance": block, "run_info": info}))
 
 
 def test_curve_adds_the_clocks_of_a_resume_chain(tmp_path: Path) -> None:
     run = tmp_path / "balance" / "safe-s0"
-    _write_part(run.with_name("safe-s0.part1"), [(100, 10.0), (200, 20.0)])
-    _write_part(run, [(300, 5.0), (400, 10.0)])
+    first = run.with_name("safe-s0.part1")
+    _write_part(first, [(100, 10.0), (200, 20.0)])
+    (first / "checkpoints").mkdir()
+    (first / "checkpoints" / "model_200_steps.zip").write_bytes(b"")
+    _write_part(run, [(300, 5.0), (400, 10.0)], resumed_from=first / "checkpoints" / "model_200_steps.zip")
     (run / "eval").mkdir()
     np.savez(run / "eval" / "evaluations.npz", timesteps=np.array([200, 400]), results=np.array([[8.0, 4.0], [16.0, 20.0]]))
 
