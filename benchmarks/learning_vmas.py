@@ -143,6 +143,7 @@ def _sb3_safe_curve(folder: Path) -> dict[str, np.ndarray]:
     n_agents = int(RunFolder(folder).read_config()[1]["env_kwargs"]["n_agents"])
     steps: list[float] = []
     seconds: list[float] = []
+    parts: list[tuple[np.ndarray, np.ndarray]] = []
     for part in resume_chain(folder):
         offset = seconds[-1] if seconds else 0.0  # a continued part's clock starts again: add the parts' times
         with (part / "progress.csv").open(newline="") as stream:
@@ -150,12 +151,22 @@ def _sb3_safe_curve(folder: Path) -> dict[str, np.ndarray]:
                 if row.get("time/total_timesteps") and row.get("time/time_elapsed"):
                     steps.append(float(row["time/total_timesteps"]))
                     seconds.append(float(row["time/time_elapsed"]) + offset)
-    evaluations = np.load(folder / "eval" / "evaluations.npz")
-    eval_steps = evaluations["timesteps"].astype(float)
+        if (part / "eval" / "evaluations.npz").exists():
+            evaluations = np.load(part / "eval" / "evaluations.npz")
+            parts.append((evaluations["timesteps"].astype(float), evaluations["results"].astype(float)))
+    # each part holds its own evaluations; where a part went on past the checkpoint its successor continued
+    # from, the successor's evaluations of those steps are the ones that count
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    limit = np.inf
+    for part_steps, part_returns in reversed(parts):
+        mask = part_steps < limit
+        kept.insert(0, (part_steps[mask], part_returns[mask]))
+        limit = min(limit, part_steps[0]) if len(part_steps) else limit
+    eval_steps = np.concatenate([part_steps for part_steps, _ in kept])
     return {
         "steps": eval_steps,
         "seconds": np.interp(eval_steps, steps, seconds),
-        "returns": evaluations["results"] / n_agents,
+        "returns": np.concatenate([part_returns for _, part_returns in kept]) / n_agents,
     }
 
 

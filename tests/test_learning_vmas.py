@@ -30,23 +30,31 @@ def _write_part(folder: Path, rows: list[tuple[int, float]], resumed_from: Path 
     (folder / "config.yml").write_text(yaml.safe_dump({"vmas:balance": block, "run_info": info}))
 
 
-def test_curve_adds_the_clocks_of_a_resume_chain(tmp_path: Path) -> None:
+def test_curve_follows_a_resume_chain(tmp_path: Path) -> None:
     run = tmp_path / "balance" / "safe-s0"
     first = run.with_name("safe-s0.part1")
     _write_part(first, [(100, 10.0), (200, 20.0)])
     (first / "checkpoints").mkdir()
     (first / "checkpoints" / "model_200_steps.zip").write_bytes(b"")
+    # the first part evaluated at 100 and 200 and went on to 300 (its evaluation there is superseded) before it
+    # stopped; the continued part started from the checkpoint at 200
+    (first / "eval").mkdir()
+    np.savez(
+        first / "eval" / "evaluations.npz",
+        timesteps=np.array([100, 200, 300]),
+        results=np.array([[0.0, 4.0], [8.0, 4.0], [99.0, 99.0]]),
+    )
     _write_part(run, [(300, 5.0), (400, 10.0)], resumed_from=first / "checkpoints" / "model_200_steps.zip")
     (run / "eval").mkdir()
-    np.savez(run / "eval" / "evaluations.npz", timesteps=np.array([200, 400]), results=np.array([[8.0, 4.0], [16.0, 20.0]]))
+    np.savez(run / "eval" / "evaluations.npz", timesteps=np.array([300, 400]), results=np.array([[12.0, 4.0], [16.0, 20.0]]))
 
     curve = learning_vmas._sb3_safe_curve(run)
 
-    np.testing.assert_array_equal(curve["steps"], [200, 400])
-    # the continued part's clock starts again at 0: its 10 s come after the first part's 20 s
-    np.testing.assert_array_equal(curve["seconds"], [20.0, 30.0])
+    np.testing.assert_array_equal(curve["steps"], [100, 200, 300, 400])
+    # the continued part's clock starts again at 0: its 5 and 10 s come after the first part's 20 s
+    np.testing.assert_array_equal(curve["seconds"], [10.0, 20.0, 25.0, 30.0])
     # team returns over 4 agents
-    np.testing.assert_array_equal(curve["returns"], [[2.0, 1.0], [4.0, 5.0]])
+    np.testing.assert_array_equal(curve["returns"], [[0.0, 1.0], [2.0, 1.0], [3.0, 1.0], [4.0, 5.0]])
     assert learning_vmas.seconds_to_reach(curve, 1.5) == 20.0
     assert learning_vmas.seconds_to_reach(curve, 4.5) == 30.0
     assert np.isnan(learning_vmas.seconds_to_reach(curve, 4.6))
