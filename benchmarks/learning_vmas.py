@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from sb3_safe.config import load_config
-from sb3_safe.runs import RunFolder, resume_chain, set_aside_interrupted
+from sb3_safe.runs import RunFolder, chain_evaluations, resume_chain, set_aside_interrupted
 
 SB3_SAFE = str(Path(sys.executable).with_name("sb3-safe"))
 PEER_SCRIPT = Path(__file__).resolve().parent / "peer_benchmarl_learn.py"
@@ -143,7 +143,6 @@ def _sb3_safe_curve(folder: Path) -> dict[str, np.ndarray]:
     n_agents = int(RunFolder(folder).read_config()[1]["env_kwargs"]["n_agents"])
     steps: list[float] = []
     seconds: list[float] = []
-    parts: list[tuple[np.ndarray, np.ndarray]] = []
     for part in resume_chain(folder):
         offset = seconds[-1] if seconds else 0.0  # a continued part's clock starts again: add the parts' times
         with (part / "progress.csv").open(newline="") as stream:
@@ -151,22 +150,11 @@ def _sb3_safe_curve(folder: Path) -> dict[str, np.ndarray]:
                 if row.get("time/total_timesteps") and row.get("time/time_elapsed"):
                     steps.append(float(row["time/total_timesteps"]))
                     seconds.append(float(row["time/time_elapsed"]) + offset)
-        if (part / "eval" / "evaluations.npz").exists():
-            evaluations = np.load(part / "eval" / "evaluations.npz")
-            parts.append((evaluations["timesteps"].astype(float), evaluations["results"].astype(float)))
-    # each part holds its own evaluations; where a part went on past the checkpoint its successor continued
-    # from, the successor's evaluations of those steps are the ones that count
-    kept: list[tuple[np.ndarray, np.ndarray]] = []
-    limit = np.inf
-    for part_steps, part_returns in reversed(parts):
-        mask = part_steps < limit
-        kept.insert(0, (part_steps[mask], part_returns[mask]))
-        limit = min(limit, part_steps[0]) if len(part_steps) else limit
-    eval_steps = np.concatenate([part_steps for part_steps, _ in kept])
+    eval_steps, eval_means = chain_evaluations(folder)
     return {
-        "steps": eval_steps,
+        "steps": np.array(eval_steps, dtype=float),
         "seconds": np.interp(eval_steps, steps, seconds),
-        "returns": np.concatenate([part_returns for _, part_returns in kept]) / n_agents,
+        "returns": np.array(eval_means)[:, None] / n_agents,  # evaluations x 1: the mean over the episodes
     }
 
 

@@ -49,7 +49,7 @@ from sb3_safe.env_ids import is_multiagent
 from sb3_safe.errors import ConfigError, RunFolderError, did_you_mean
 from sb3_safe.faults import FAULTS, make_fault_wrapper
 from sb3_safe.health import evaluation_collapse
-from sb3_safe.runs import RunFolder, free_path, resume_chain, set_aside_interrupted
+from sb3_safe.runs import RunFolder, chain_evaluations, free_path, resume_chain, set_aside_interrupted
 
 __all__ = ["Job", "RaySettings", "Suite", "iqm", "load_suite", "resume_chain", "run_suite"]
 
@@ -228,7 +228,7 @@ def _collect(job: Job, out: Path, threshold: float | None) -> dict[str, Any]:
     result = folder.read_result() or {}
     row["crashed"] = bool(result.get("crashed", False)) or not result
     row["error"] = result.get("error", "" if result else "no result.json")
-    steps, means = folder.evaluations()
+    steps, means = chain_evaluations(folder.path)  # a run continued after an interruption: all its parts
     row["final_return"] = result.get("eval_mean_return", float("nan"))
     row["best_return"] = max(means) if means else float("nan")
     row["first_return"] = means[0] if means else float("nan")

@@ -30,7 +30,7 @@ from sb3_safe.diagnose import Diagnosis, diagnose
 from sb3_safe.errors import MissingDependencyError, RunFolderError
 from sb3_safe.files import atomic_write
 from sb3_safe.health import Finding
-from sb3_safe.runs import RunFolder, resume_chain
+from sb3_safe.runs import RunFolder, chain_evaluations, resume_chain
 
 __all__ = ["PANELS", "Marker", "build_report", "write_report"]
 
@@ -84,7 +84,7 @@ def _read(path: Path) -> _Run:
     folder = RunFolder(diagnosis.run) if diagnosis.run is not None and (diagnosis.run / "config.yml").is_file() else None
     chain = resume_chain(folder.path) if folder is not None else []
     rows, findings, markers = list(diagnosis.history), list(diagnosis.findings), []
-    for part in chain[:-1]:  # earlier parts of a resume chain: their curves and findings come first
+    for part in reversed(chain[:-1]):  # earlier parts of a resume chain, newest first: their rows go before
         try:
             earlier = diagnose(part)
         except RunFolderError:
@@ -133,7 +133,7 @@ def _figure(run: _Run) -> Any:
         fig.add_trace(band.update(name="± standard error", hoverinfo="skip", showlegend=False), row=1, col=1)
         fig.add_trace(go.Scatter(x=steps, y=means, name="training return", line={"width": 1.5}), row=1, col=1)
     if run.folder is not None:
-        eval_steps, eval_means = run.folder.evaluations()
+        eval_steps, eval_means = chain_evaluations(run.folder.path)
         if eval_steps:
             evaluations = go.Scatter(x=eval_steps, y=eval_means, mode="markers+lines", line={"dash": "dot"})
             fig.add_trace(evaluations.update(name="evaluation"), row=2, col=1)

@@ -52,6 +52,7 @@ __all__ = [
     "RunFolder",
     "append_jsonl",
     "atomic_write",
+    "chain_evaluations",
     "free_path",
     "list_checkpoints",
     "read_jsonl",
@@ -361,6 +362,25 @@ def resume_chain(run_dir: Path) -> list[Path]:
             break
         chain.insert(0, parent.path)
     return chain
+
+
+def chain_evaluations(run_dir: Path) -> tuple[list[int], list[float]]:
+    """
+    The periodic evaluations of a run and of the parts it continued (:func:`resume_chain`): each part evaluates from
+    where it started, so a run continued from a checkpoint holds only its own. Where a part went on past the
+    checkpoint its successor continued from, the successor's evaluations of those steps are the ones kept.
+
+    :param run_dir: A run folder
+    :return: The evaluations' steps and mean returns, oldest first
+    """
+    steps: list[int] = []
+    means: list[float] = []
+    for part in reversed(resume_chain(run_dir)):
+        part_steps, part_means = RunFolder(part).evaluations()
+        earlier = [(s, m) for s, m in zip(part_steps, part_means, strict=True) if not steps or s < steps[0]]
+        steps[:0] = [s for s, _ in earlier]
+        means[:0] = [m for _, m in earlier]
+    return steps, means
 
 
 # Checkpoint handling moved to sb3_safe.checkpoints; its names stay importable from here.

@@ -53,8 +53,8 @@ def test_curve_follows_a_resume_chain(tmp_path: Path) -> None:
     np.testing.assert_array_equal(curve["steps"], [100, 200, 300, 400])
     # the continued part's clock starts again at 0: its 5 and 10 s come after the first part's 20 s
     np.testing.assert_array_equal(curve["seconds"], [10.0, 20.0, 25.0, 30.0])
-    # team returns over 4 agents
-    np.testing.assert_array_equal(curve["returns"], [[0.0, 1.0], [2.0, 1.0], [3.0, 1.0], [4.0, 5.0]])
+    # the mean team return over an evaluation's episodes, over 4 agents
+    np.testing.assert_array_equal(curve["returns"], [[0.5], [1.5], [2.0], [4.5]])
     assert learning_vmas.seconds_to_reach(curve, 1.5) == 20.0
     assert learning_vmas.seconds_to_reach(curve, 4.5) == 30.0
     assert np.isnan(learning_vmas.seconds_to_reach(curve, 4.6))

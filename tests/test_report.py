@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sb3_safe.cli import main
 from sb3_safe.diagnose import diagnose
-from sb3_safe.report import PANELS, build_report, write_report
+from sb3_safe.report import PANELS, _read, build_report, write_report
 from tests.extras import require
 from tests.test_recover import write_run
 
@@ -156,3 +157,31 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest
     err = capsys.readouterr().err
     assert "cannot write the report" in err and len(err.strip().splitlines()) == 1
     assert "<!DOCTYPE html>" in build_report(run)
+
+
+def test_a_run_continued_twice_shows_every_part_in_order(tmp_path: Path):
+    """Three parts of one run (two resumes): every part's updates, in step order, and a marker at each resume."""
+    parts = [tmp_path / "run.part1", tmp_path / "run.part2", tmp_path / "run"]
+    for index, part in enumerate(parts):
+        write_run(part, [-1200.0 + 20 * i for i in range(10)], [0.004] * 10)
+        with open(part / "progress.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        for row in rows:  # part k covers steps 10,000 k + 1,000 ... 10,000 k + 10,000
+            row["time/total_timesteps"] = str(int(row["time/total_timesteps"]) + 10_000 * index)
+        with open(part / "progress.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        if index:
+            checkpoint = parts[index - 1] / "checkpoints" / f"model_{10_000 * index}_steps.zip"
+            checkpoint.write_bytes(b"zip")
+            config = yaml.safe_load((part / "config.yml").read_text())
+            config["run_info"]["resumed_from"] = str(checkpoint)
+            (part / "config.yml").write_text(yaml.safe_dump(config))
+
+    run = _read(parts[-1])
+
+    steps = [row["timesteps"] for row in run.rows]
+    assert steps == [1000.0 * (i + 1) for i in range(30)]
+    resumes = sorted((m.step, m.label) for m in run.markers if m.kind == "resume")
+    assert resumes == [(11_000, "resumed from run.part1"), (21_000, "resumed from run.part2")]

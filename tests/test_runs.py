@@ -12,7 +12,7 @@ from sb3_safe.bench import Job, _collect
 from sb3_safe.checkpoints import checkpoints_to_keep, monitor_state_path_for, stats_path_for
 from sb3_safe.config import load_config
 from sb3_safe.errors import RunFolderError
-from sb3_safe.runs import RunFolder, append_jsonl, free_path
+from sb3_safe.runs import RunFolder, append_jsonl, chain_evaluations, free_path
 from sb3_safe.training import train
 
 
@@ -82,6 +82,38 @@ def test_bench_collects_a_run_with_a_half_written_health_line(tmp_path: Path):
     row = _collect(job, tmp_path, threshold=-400.0)
     assert row["rollbacks"] == 1 and row["critical_findings"] == 0 and not row["crashed"]
     assert row["best_return"] == -300.0 and row["seconds_to_threshold"] == pytest.approx(10.0)
+
+
+def test_a_run_continued_twice_is_judged_on_all_its_evaluations(tmp_path: Path):
+    """A suite interrupted twice: the run folder holds the third part; the first two are its resume chain."""
+    job = Job("Pendulum-v1", "baseline", "baseline", 0, 6000)
+    run = RunFolder(job.run_dir(tmp_path))
+    parts = [RunFolder(run.path.with_name(f"{run.path.name}.part{i}")) for i in (1, 2)] + [run]
+    evaluations = [
+        ([1000, 2000, 3000], [-1200.0, -200.0, -150.0]),
+        ([3000, 4000], [-160.0, -1300.0]),
+        ([5000, 6000], [-1400.0, -1500.0]),
+    ]
+    for index, (folder, (steps, means)) in enumerate(zip(parts, evaluations, strict=True)):
+        folder.path.mkdir(parents=True)
+        # each part continued from the checkpoint at 2000 and 4000: the first part's evaluation at 3000 is redone
+        source = None if index == 0 else parts[index - 1].checkpoint_path(2000 * index)
+        if source is not None:
+            source.parent.mkdir()
+            source.write_bytes(b"zip")
+        folder.write_config({"Pendulum-v1": {}}, {"seed": 0, "resumed_from": source and str(source)}, ["sb3-safe", "bench"])
+        folder.evaluations_file.parent.mkdir()
+        np.savez(folder.evaluations_file, timesteps=np.array(steps), results=np.array(means)[:, None])
+    run.write_result({"eval_mean_return": -1500.0, "steps_per_s": 100.0})
+
+    assert chain_evaluations(run.path) == (
+        [1000, 2000, 3000, 4000, 5000, 6000],
+        [-1200.0, -200.0, -160.0, -1300.0, -1400.0, -1500.0],
+    )
+    row = _collect(job, tmp_path, threshold=-400.0)
+    # the last part alone (-1400, -1500) neither reached the threshold nor fell from a best
+    assert row["best_return"] == -160.0 and row["first_return"] == -1200.0 and row["collapsed"]
+    assert row["seconds_to_threshold"] == pytest.approx(20.0)
 
 
 def prune_after_every_save(saves: range, keep: int) -> list[int]:
