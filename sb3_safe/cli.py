@@ -237,7 +237,11 @@ def _add_tune(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[t
     p.add_argument("--study-name", help="study name (default: <env>-<profile>)")
     p.add_argument("--sampler", choices=("tpe", "random", "cmaes"), default="tpe", help="(default: %(default)s)")
     p.add_argument("--pruner", choices=("median", "halving", "none"), default="median", help="(default: %(default)s)")
-    p.add_argument("--space", type=Path, help="search-space YAML (default: hyperparams/spaces/safe_ppo.yml)")
+    p.add_argument(
+        "--space",
+        type=Path,
+        help="search-space YAML (default: hyperparams/spaces/safe_ppo.yml; safe_ppo_at_scale.yml for vmas: ids)",
+    )
     p.add_argument("--out", type=Path, help="output folder (default: tune-results/<study name>)")
     p.add_argument("--seed", type=int, default=0, help="first seed of each trial (default: %(default)s)")
     p.add_argument(
@@ -460,8 +464,8 @@ def _tune(args: argparse.Namespace, argv: Sequence[str]) -> int:
         ray=args.ray,
     )
     study = run_tuning(settings)
-    algo = load_config(args.profile, args.env, settings.overrides).algo
-    for line in write_report(study, settings, load_space(args.space, algo)):
+    base = load_config(args.profile, args.env, settings.overrides)
+    for line in write_report(study, settings, load_space(args.space, base.algo, base.env_id)):
         print(line)
     return 0
 

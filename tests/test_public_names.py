@@ -158,7 +158,7 @@ PUBLIC_0_1_0: dict[str, list[str]] = {
     ],
     "sb3_safe.tuning.objective": ["STRESS_SCORES", "ObjectiveSettings", "TrialObjective", "combine", "curve_key", "score"],
     "sb3_safe.tuning.report": ["best_profile", "write_report"],
-    "sb3_safe.tuning.space": ["DEFAULT_SPACE", "Param", "SearchSpace", "default_space", "load_space"],
+    "sb3_safe.tuning.space": ["AT_SCALE_SPACE", "DEFAULT_SPACE", "Param", "SearchSpace", "default_space", "load_space"],
     "sb3_safe.tuning.study": ["PRUNERS", "SAMPLERS", "TuneSettings", "open_study", "run_tuning", "storage_url"],
     "sb3_safe.update": ["KL_STOPS", "SafeUpdateMixin"],
     "sb3_safe.value_norm": ["DEFAULT_EPSILON", "ValueNormalizer", "preserve_outputs"],

@@ -23,7 +23,7 @@ from sb3_safe.schedules import AdaptiveLearningRate
 from sb3_safe.tuning import ObjectiveSettings, TuneSettings, load_space, open_study, run_tuning, score
 from sb3_safe.tuning.objective import combine
 from sb3_safe.tuning.report import write_report
-from sb3_safe.tuning.space import DEFAULT_SPACE
+from sb3_safe.tuning.space import AT_SCALE_SPACE, DEFAULT_SPACE
 from sb3_safe.tuning.study import run_worker
 
 SMALL_SPACE = """
@@ -69,6 +69,20 @@ def test_default_space_loads_and_covers_the_safe_parameters():
     assert next(p for p in space.params if p.key == "learning_rate").prefix == "adaptive_"
     assert space.max_grad_steps_per_env_step == 0.3
     assert DEFAULT_SPACE.is_file()
+
+
+def test_a_vmas_block_keeps_its_update_shape_when_tuned():
+    """At 500 copies the single-environment space's n_steps and batch sizes overrun a trial or take hours per update."""
+    space = load_space(env_id="vmas:transport")
+    keys = {p.key for p in space.params}
+    assert space.source == AT_SCALE_SPACE
+    assert not keys & {"n_steps", "batch_size", "n_envs"}
+    assert {"learning_rate", "n_epochs", "ent_coef", "policy_kwargs.log_std_init", "critic_learning_rate"} <= keys
+    base = load_config("safe", "vmas:transport", {})
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    config = base.with_overrides(space.sample(trial))
+    assert (config.n_envs, config.get("n_steps"), config.get("batch_size")) == (500, 50, 4000)
+    assert load_space(env_id="CartPole-v1").source == DEFAULT_SPACE
 
 
 def test_prefixed_number_samples_the_adaptive_rate(tmp_path: Path):

@@ -26,17 +26,29 @@ import yaml
 
 from sb3_safe.config import BUNDLED_HYPERPARAMS, POLICY_KWARGS, SCHEMA
 from sb3_safe.config.algorithms import DEFAULT_ALGO
+from sb3_safe.env_ids import is_vmas
 from sb3_safe.errors import ConfigError, did_you_mean
 from sb3_safe.options import KINDS, OptionError  # the kinds of option values (one number checker)
 
-__all__ = ["DEFAULT_SPACE", "Param", "SearchSpace", "default_space", "load_space"]
+__all__ = ["AT_SCALE_SPACE", "DEFAULT_SPACE", "Param", "SearchSpace", "default_space", "load_space"]
 
 #: The search space shipped with sb3-safe (``hyperparams/spaces/safe_ppo.yml`` in the repository).
 DEFAULT_SPACE = BUNDLED_HYPERPARAMS / "spaces" / "safe_ppo.yml"
 
 
-def default_space(algo: str = DEFAULT_ALGO) -> Path:
-    """:return: The shipped space for ``algo`` (``spaces/<algo>.yml``; ``safe_ppo.yml`` when it has none)"""
+#: The shipped space for SafePPO on a batched simulator: the block's update shape stays, rates and noise are searched.
+AT_SCALE_SPACE = BUNDLED_HYPERPARAMS / "spaces" / "safe_ppo_at_scale.yml"
+
+
+def default_space(algo: str = DEFAULT_ALGO, env_id: str = "") -> Path:
+    """
+    :param algo: The profile's algorithm
+    :param env_id: The environment tuned on
+    :return: The shipped space: ``safe_ppo_at_scale.yml`` for SafePPO on a VMAS scenario (hundreds of copies in one
+        call, where the block's update shape stays), else ``spaces/<algo>.yml`` (``safe_ppo.yml`` when it has none)
+    """
+    if algo == DEFAULT_ALGO and is_vmas(env_id):
+        return AT_SCALE_SPACE
     own = BUNDLED_HYPERPARAMS / "spaces" / f"{algo}.yml"
     return own if own.is_file() else DEFAULT_SPACE
 
@@ -184,13 +196,15 @@ def _param(source: Path, key: str, spec: Any) -> Param:
     return Param(key, kind, low, high, log=bool(spec.get("log", False)), prefix=prefix)
 
 
-def load_space(path: Path | None = None, algo: str = DEFAULT_ALGO) -> SearchSpace:
+def load_space(path: Path | None = None, algo: str = DEFAULT_ALGO, env_id: str = "") -> SearchSpace:
     """
-    :param path: A search-space YAML file (default: the shipped space for ``algo``, :func:`default_space`)
+    :param path: A search-space YAML file (default: the shipped space for ``algo`` and ``env_id``,
+        :func:`default_space`)
     :param algo: The profile's algorithm
+    :param env_id: The environment tuned on
     :return: The validated space
     """
-    source = path or default_space(algo)
+    source = path or default_space(algo, env_id)
     try:
         data = yaml.safe_load(source.read_text())
     except OSError as error:

@@ -189,7 +189,7 @@ def run_worker(settings: TuneSettings) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(settings)
     base = load_config(settings.profile, settings.env_id, settings.overrides)
-    objective = TrialObjective(base, load_space(settings.space, base.algo), settings.objective)
+    objective = TrialObjective(base, load_space(settings.space, base.algo, base.env_id), settings.objective)
     if counted_trials(study) >= settings.trials:
         return
     study.optimize(
@@ -217,7 +217,7 @@ def run_tuning(settings: TuneSettings) -> optuna.Study:
     :return: The study, reloaded after the workers finished
     """
     base = load_config(settings.profile, settings.env_id, settings.overrides)
-    space = load_space(settings.space, base.algo)
+    space = load_space(settings.space, base.algo, base.env_id)
     if not base.algorithm.safe:
         safe_keys = [p.key for p in space.params if p.key in SCHEMA and SCHEMA[p.key].safe_only]
         if safe_keys:
