@@ -183,7 +183,7 @@ def reference_levels(task: str, episodes: int = 200) -> dict[str, float]:
         for _ in range(int(options["max_steps"])):
             actions = [act(env, agent, obs) for agent, obs in zip(env.agents, observations, strict=True)]
             observations, rewards, dones, _ = env.step(actions)
-            total += torch.stack(rewards, 1).mean(1) * ~ended
+            total += torch.stack([r.reshape(-1) for r in rewards], 1).mean(1) * ~ended  # wheel's are (n, 1)
             ended |= dones
         levels[name] = float(total.mean())
     return levels
