@@ -40,9 +40,13 @@ PANELS: tuple[tuple[str, tuple[tuple[str, str, float], ...], bool], ...] = (
     ("explained variance", (("explained variance", "explained_variance", 1.0),), False),
     ("approx KL", (("approx KL", "approx_kl", 1.0),), True),
     ("clip fraction", (("clip fraction", "clip_fraction", 1.0),), False),
-    ("gradient norms", (("actor", "actor_grad_norm", 1.0), ("critic", "critic_grad_norm", 1.0)), True),
+    ("gradient norms", (("actor grad norm", "actor_grad_norm", 1.0), ("critic grad norm", "critic_grad_norm", 1.0)), True),
     ("policy std / entropy", (("std", "std", 1.0), ("entropy", "entropy_loss", -1.0)), False),
-    ("learning rates", (("actor", "learning_rate", 1.0), ("critic", "critic_learning_rate", 1.0)), True),
+    (
+        "learning rates",
+        (("actor learning rate", "learning_rate", 1.0), ("critic learning rate", "critic_learning_rate", 1.0)),
+        True,
+    ),
 )
 COLORS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#7f7f7f", "rollback": "#9467bd", "resume": "#2ca02c"}
 VIDEOS = ("video.mp4", "video.gif")
