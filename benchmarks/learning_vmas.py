@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import subprocess
 import sys
@@ -158,8 +159,33 @@ def _sb3_safe_curve(folder: Path) -> dict[str, np.ndarray]:
     }
 
 
+def _toward(offset: Any) -> Any:
+    """Full force along ``offset`` (rows of 2-D vectors), zero where it is zero."""
+    return offset / (offset.norm(dim=-1, keepdim=True) + 1e-6)
+
+
+# Two hand-written transport policies that show where exploration gets stuck. A transport agent observes its
+# position, its velocity, the package minus the goal, the package minus itself, the package's velocity and whether
+# it is on the goal. "to the package": every agent heads straight for the package, which is what undirected
+# exploration does whenever it reaches it; "from the far side": only agents that have the package between
+# themselves and the goal head for it, the first half of the heuristic's skill (it first walks round).
+SCRIPTED: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "transport": {
+        "to the package": lambda obs: _toward(obs[:, 6:8]),
+        "from the far side": lambda obs: _toward(obs[:, 6:8]) * ((obs[:, 6:8] * -obs[:, 4:6]).sum(-1, keepdim=True) > 0),
+    }
+}
+
+
+def _scripted_action(scripted: Callable[[Any], Any], _env: Any, agent: Any, obs: Any) -> Any:
+    return scripted(obs) * agent.u_range
+
+
 def reference_levels(task: str, episodes: int = 200) -> dict[str, float]:
-    """The random policy's and VMAS's heuristic policy's mean per-agent returns on the task (seed 0)."""
+    """
+    Mean per-agent returns of the random policy, VMAS's heuristic policy and the task's ``SCRIPTED`` policies
+    (seed 0).
+    """
     import importlib
 
     import torch
@@ -174,6 +200,8 @@ def reference_levels(task: str, episodes: int = 200) -> dict[str, float]:
     if heuristic is not None and task != "navigation":  # navigation's heuristic needs cvxpy, not a dependency here
         policy = heuristic(continuous_action=True)
         policies["heuristic"] = lambda _env, agent, obs: policy.compute_action(obs, u_range=agent.u_range)
+    for name, scripted in SCRIPTED.get(task, {}).items():
+        policies[name] = functools.partial(_scripted_action, scripted)
     for name, act in policies.items():
         torch.manual_seed(0)
         env = vmas.make_env(task, num_envs=episodes, device="cpu", continuous_actions=True, seed=0, **options)

@@ -90,3 +90,15 @@ def test_the_benchmarks_page_shows_the_recorded_figures() -> None:
         assert f"{figure:.1f}" in page
     assert f"{np.median(safe['seconds_to_peer_final']):,.0f} s" in page
     assert (DATA / "vmas.md").read_text().strip() in page  # the table as the bench printed it
+
+
+def test_transport_scripted_policies_head_for_the_package_as_named() -> None:
+    torch = pytest.importorskip("torch")
+    # transport observation: position, velocity, package - goal, package - agent, package velocity, on goal
+    near = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0]])  # goal at -1, package at +0.3
+    far = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0, 0.0, -0.3, 0.0, 0.0, 0.0, 0.0]])  # package between agent and goal
+    to_package, far_side = (learning_vmas.SCRIPTED["transport"][name] for name in ("to the package", "from the far side"))
+    assert to_package(near)[0].tolist() == pytest.approx([1.0, 0.0], abs=1e-5)
+    assert to_package(far)[0].tolist() == pytest.approx([-1.0, 0.0], abs=1e-5)
+    assert far_side(near).tolist() == [[0.0, 0.0]]
+    assert far_side(far)[0].tolist() == pytest.approx([-1.0, 0.0], abs=1e-5)
