@@ -134,7 +134,10 @@ def _no_progress(history: HealthHistory, t: Thresholds, target_kl: float | None)
         "ending before the policy found what earns reward.",
         "Keep exploring longer: lower learning_rate (x0.3) or raise ent_coef (0.01). Check that the critic keeps up "
         "(explained variance; clip_range_vf limits how far it follows the returns per update), that the reward can be "
-        "reached (a sparse reward wants use_sde: true or longer n_steps), and that rewards are normalized.",
+        "reached (a sparse reward wants use_sde: true or longer n_steps), and that rewards are normalized. If the "
+        "return sits near a random policy's, measure what the first thing exploration reaches earns: when it costs "
+        "reward on average (a pushed object moving the wrong way), more noise only adds cost and the task needs "
+        "a reward for the sub-goal or a better start.",
     )
 
 
