@@ -20,7 +20,8 @@ policy's levels as lines, and the seconds each run needed to reach the best peer
 Writes ``OUT/vmas.json``, ``OUT/vmas.md`` and ``OUT/vmas-<task>.png`` and prints the table.
 
 Usage: ``python benchmarks/learning_vmas.py --peer-python PEER_VENV/bin/python [--tasks balance navigation transport]
-[--seeds 0 1 2] [--agent-steps 10000000] [--tuned balance:0 transport:0] [--workers 2] [--out bench-results/vmas]``
+[--seeds 0 1 2] [--agent-steps 10000000] [--tuned balance:0 balance:1 navigation:0 transport:0]
+[--workers 2] [--out bench-results/vmas]``
 """
 
 from __future__ import annotations
@@ -329,7 +330,10 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", choices=METHODS[:3], default=list(METHODS[:3]))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
-        "--tuned", nargs="*", default=["balance:0", "transport:0"], help="TASK:SEED runs of the peer's tuned recipe"
+        "--tuned",
+        nargs="*",
+        default=["balance:0", "balance:1", "navigation:0", "transport:0"],
+        help="TASK:SEED runs of the peer's tuned recipe",
     )
     parser.add_argument("--agent-steps", type=int, default=10_000_000)
     parser.add_argument("--evaluations", type=int, default=10)
