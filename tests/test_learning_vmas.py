@@ -5,6 +5,7 @@ time to a level, the IQM over seeds, and the peer's command carrying the profile
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -102,3 +103,36 @@ def test_transport_scripted_policies_head_for_the_package_as_named() -> None:
     assert to_package(far)[0].tolist() == pytest.approx([-1.0, 0.0], abs=1e-5)
     assert far_side(near).tolist() == [[0.0, 0.0]]
     assert far_side(far)[0].tolist() == pytest.approx([-1.0, 0.0], abs=1e-5)
+
+
+def test_transport_in_the_goal_frame_rotates_observations_and_forces_back() -> None:
+    require("vmas", "marl")
+    import torch
+    import vmas
+
+    from benchmarks.transport_goal_frame import goal_frame
+
+    def far_side_return(in_goal_frame: bool) -> float:
+        options = {"max_steps": 100, "n_agents": 4, "package_mass": 5}
+        with goal_frame() if in_goal_frame else contextlib.nullcontext():
+            env = vmas.make_env("transport", num_envs=50, device="cpu", seed=0, continuous_actions=True, **options)
+        observations = env.reset()
+        if in_goal_frame:  # package - goal: the goal lies along +x
+            package = env.scenario.packages[0]
+            distance = (package.state.pos - package.goal.state.pos).norm(dim=-1)
+            assert observations[0][:, 4].tolist() == pytest.approx((-distance).tolist(), abs=1e-5)
+            assert observations[0][:, 5].abs().max() < 1e-5
+        total = torch.zeros(50)
+        for _ in range(100):
+            # "head for the package when it is between you and the goal", written in each frame
+            actions = []
+            for o in observations:
+                behind = (o[:, 6:7] if in_goal_frame else (o[:, 6:8] * -o[:, 4:6]).sum(-1, keepdim=True)) > 0
+                actions.append(o[:, 6:8] / (o[:, 6:8].norm(dim=-1, keepdim=True) + 1e-6) * behind)
+            observations, rewards, _, _ = env.step(actions)
+            total += rewards[0]
+        return float(total.mean())
+
+    in_frame, in_world = far_side_return(True), far_side_return(False)
+    assert in_frame == pytest.approx(in_world, rel=1e-4)
+    assert in_frame > 1.0
