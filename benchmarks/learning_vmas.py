@@ -182,17 +182,21 @@ def _scripted_action(scripted: Callable[[Any], Any], _env: Any, agent: Any, obs:
     return scripted(obs) * agent.u_range
 
 
-def reference_levels(task: str, episodes: int = 200) -> dict[str, float]:
+def reference_levels(task: str, episodes: int = 200, env_kwargs: dict[str, Any] | None = None) -> dict[str, float]:
     """
     Mean per-agent returns of the random policy, VMAS's heuristic policy and the task's ``SCRIPTED`` policies
     (seed 0).
+
+    :param task: The VMAS scenario, with the options of its profile block
+    :param episodes: Episodes per policy (copies stepped together)
+    :param env_kwargs: Scenario options that replace the block's (``{"max_steps": 500}``: another horizon)
     """
     import importlib
 
     import torch
     import vmas
 
-    options = task_settings(task)["env_kwargs"]
+    options = task_settings(task)["env_kwargs"] | (env_kwargs or {})
     levels = {}
     heuristic = getattr(importlib.import_module(f"vmas.scenarios.{task}"), "HeuristicPolicy", None)
     policies: dict[str, Callable[[Any, Any, Any], Any]] = {

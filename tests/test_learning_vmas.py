@@ -122,13 +122,14 @@ def test_transport_in_the_goal_frame_rotates_observations_and_forces_back() -> N
             distance = (package.state.pos - package.goal.state.pos).norm(dim=-1)
             assert observations[0][:, 4].tolist() == pytest.approx((-distance).tolist(), abs=1e-5)
             assert observations[0][:, 5].abs().max() < 1e-5
+        # "head for the package when it is between you and the goal": in the goal's frame a threshold on one input
+        in_world_frame = learning_vmas.SCRIPTED["transport"]["from the far side"]
         total = torch.zeros(50)
         for _ in range(100):
-            # "head for the package when it is between you and the goal", written in each frame
-            actions = []
-            for o in observations:
-                behind = (o[:, 6:7] if in_goal_frame else (o[:, 6:8] * -o[:, 4:6]).sum(-1, keepdim=True)) > 0
-                actions.append(o[:, 6:8] / (o[:, 6:8].norm(dim=-1, keepdim=True) + 1e-6) * behind)
+            actions = [
+                learning_vmas._toward(o[:, 6:8]) * (o[:, 6:7] > 0) if in_goal_frame else in_world_frame(o)
+                for o in observations
+            ]
             observations, rewards, _, _ = env.step(actions)
             total += rewards[0]
         return float(total.mean())
